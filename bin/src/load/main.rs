@@ -1,0 +1,2 @@
+//! `runnel-load`: the load generator.
+fn main() {}
