@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "runnel", version, about = "A Kafka-compatible event-streaming broker")]
+#[command(
+    name = "runnel",
+    version,
+    about = "A Kafka-compatible event-streaming broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -4,6 +4,25 @@
 //! retention and crash recovery. Knows nothing about networking or the cluster.
 //!
 //! Every [`PartitionLog`] lives on exactly one shard (one glommio executor thread) and is never
-//! touched from another; read plans it hands out are `Send` so another shard can execute them.
+//! touched from another (it is `!Send`); the [`ReadPlan`]s it hands out are `Send`, so the shard
+//! that owns a client connection can execute them. See `ARCHITECTURE.md` for the on-disk format.
 
 pub mod batch;
+pub mod cache;
+pub mod fault;
+pub mod index;
+pub mod io;
+mod log;
+pub mod notify;
+pub mod plan;
+mod recovery;
+pub mod retention;
+pub mod segment;
+mod writer;
+
+pub use cache::CacheBudget;
+pub use log::{
+    AppendResult, FlushPolicy, LogConfig, LogContext, LogError, PartitionLog, TimestampMatch,
+    TimestampType,
+};
+pub use plan::{send_plan, send_plan_blocking, FileRange, ReadChunk, ReadPlan};

@@ -1,0 +1,458 @@
+//! Opening a log (recovery), sealing and rolling segments, index loading and truncation: the
+//! operations that change which segments exist. Runs on the log's shard; rolls and truncation
+//! run under the log's I/O lock.
+//!
+//! Recovery reads only the newest segment: a clean-shutdown marker means its indexes on disk are
+//! exact; without one the segment is scanned, every batch's length, CRC and offset checked, and
+//! the file is cut at the first bad batch. Sealed segments are trusted (they were synced and their
+//! indexes written before the next segment was created) and their indexes load on first use, so
+//! opening costs the tail, not the total.
+
+use crate::index::{SegmentFooter, SegmentIndex};
+use crate::io::{write_file_atomic_blocking, BLOCK_BYTES};
+use crate::log::{self, LogConfig, LogContext, LogError, PartitionLog};
+use crate::segment::{self, Segment, SegmentPaths};
+use crate::writer::SegmentWriter;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// What [`recover`] hands the log.
+pub(crate) struct Recovered {
+    pub segments: BTreeMap<i64, Segment>,
+    pub writer: SegmentWriter,
+    pub next_offset: i64,
+    pub log_start: i64,
+}
+
+fn open_error<'a>(dir: &'a Path, what: &str) -> impl Fn(io::Error) -> LogError + 'a {
+    let what = what.to_string();
+    move |error| LogError::Io(format!("{}: {what}: {error}", dir.display()).into())
+}
+
+pub(crate) async fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    context: &LogContext,
+) -> Result<Recovered, LogError> {
+    std::fs::create_dir_all(dir).map_err(open_error(dir, "creating the log directory"))?;
+    let mut bases = list_segments(dir).map_err(open_error(dir, "listing segments"))?;
+    let marker = log::clean_shutdown_marker(dir);
+    let clean = marker.exists();
+    let checkpoint = match std::fs::read(log::log_start_checkpoint(dir)) {
+        Ok(bytes) => log::decode_checkpoint(&bytes).or_else(|| {
+            tracing::warn!(dir = %dir.display(), "corrupt log start checkpoint ignored");
+            None
+        }),
+        Err(_) => None,
+    };
+    let storage = &context.storage;
+    if bases.is_empty() {
+        let base = checkpoint.unwrap_or(0).max(0);
+        let paths = SegmentPaths::new(dir, base);
+        let file = storage
+            .open_write(&paths.log)
+            .await
+            .map_err(open_error(dir, "creating the first segment"))?;
+        file.close()
+            .await
+            .map_err(open_error(dir, "creating the first segment"))?;
+        storage
+            .sync_dir(dir)
+            .await
+            .map_err(open_error(dir, "syncing the directory"))?;
+        bases.push(base);
+    }
+    let mut segments = BTreeMap::new();
+    for pair in bases.windows(2) {
+        let segment = sealed_segment(dir, storage.as_ref(), pair[0], pair[1])
+            .map_err(open_error(dir, "opening a sealed segment"))?;
+        segments.insert(pair[0], segment);
+    }
+    let last_base = *bases.last().expect("at least one segment");
+    let (segment, writer) = open_active(dir, config, context, last_base, clean).await?;
+    let next_offset = segment.next_offset;
+    segments.insert(last_base, segment);
+    if clean {
+        storage
+            .remove_file(&marker)
+            .await
+            .map_err(open_error(dir, "removing the clean-shutdown marker"))?;
+        storage
+            .sync_dir(dir)
+            .await
+            .map_err(open_error(dir, "syncing the directory"))?;
+    }
+    let first_base = bases[0];
+    let log_start = checkpoint
+        .unwrap_or(first_base)
+        .max(first_base)
+        .min(next_offset);
+    Ok(Recovered {
+        segments,
+        writer,
+        next_offset,
+        log_start,
+    })
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted; removes leftover `.tmp` files.
+fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+        } else if let Some(base) = SegmentPaths::parse_log_name(name) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn sealed_segment(
+    dir: &Path,
+    storage: &dyn crate::io::Storage,
+    base_offset: i64,
+    next_base: i64,
+) -> io::Result<Segment> {
+    let paths = SegmentPaths::new(dir, base_offset);
+    let read_file = storage.open_read(&paths.log)?;
+    let size_bytes = read_file.metadata()?.len();
+    Ok(Segment {
+        base_offset,
+        paths,
+        read_file: Arc::new(read_file),
+        size_bytes,
+        next_offset: next_base,
+        max_timestamp: None,
+        index: None,
+        first_append_ms: None,
+    })
+}
+
+async fn open_active(
+    dir: &Path,
+    config: &LogConfig,
+    context: &LogContext,
+    base_offset: i64,
+    clean: bool,
+) -> Result<(Segment, SegmentWriter), LogError> {
+    let paths = SegmentPaths::new(dir, base_offset);
+    let read_file = context
+        .storage
+        .open_read(&paths.log)
+        .map_err(open_error(dir, "opening the active segment"))?;
+    let file_bytes = read_file
+        .metadata()
+        .map_err(open_error(dir, "reading the active segment's size"))?
+        .len();
+    let trusted = clean
+        .then(|| read_index_files(&paths, base_offset).ok())
+        .flatten()
+        .filter(|(_, footer)| footer.size_bytes == file_bytes);
+    let (index, size_bytes, next_offset) = match trusted {
+        Some((index, footer)) => (index, footer.size_bytes, footer.next_offset),
+        None => {
+            let scan = segment::scan_segment(
+                &read_file,
+                base_offset,
+                file_bytes,
+                config.index_interval_bytes,
+            )
+            .map_err(open_error(dir, "scanning the active segment"))?;
+            if scan.valid_bytes < file_bytes {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    segment = base_offset,
+                    valid_bytes = scan.valid_bytes,
+                    file_bytes,
+                    reason = scan.stopped_by.as_deref().unwrap_or("end of data"),
+                    "recovery: cutting the segment after its last valid batch"
+                );
+            }
+            (scan.index, scan.valid_bytes, scan.next_offset)
+        }
+    };
+    let file = context
+        .storage
+        .open_write(&paths.log)
+        .await
+        .map_err(open_error(dir, "opening the active segment for writing"))?;
+    if size_bytes != file_bytes {
+        file.truncate(size_bytes)
+            .await
+            .map_err(open_error(dir, "cutting the segment's invalid tail"))?;
+        file.sync_data()
+            .await
+            .map_err(open_error(dir, "syncing the cut segment"))?;
+    }
+    let tail_block = read_tail_block(&read_file, size_bytes)
+        .map_err(open_error(dir, "reading the tail block"))?;
+    let writer = SegmentWriter::new(file, size_bytes, tail_block, size_bytes);
+    let max_timestamp = index.max_timestamp();
+    let segment = Segment {
+        base_offset,
+        paths,
+        read_file: Arc::new(read_file),
+        size_bytes,
+        next_offset,
+        max_timestamp: Some(max_timestamp),
+        index: Some(Rc::new(index)),
+        first_append_ms: None,
+    };
+    Ok((segment, writer))
+}
+
+fn read_tail_block(file: &File, size_bytes: u64) -> io::Result<Vec<u8>> {
+    let start = log::block_start(size_bytes);
+    let mut tail = vec![0u8; (size_bytes - start) as usize];
+    file.read_exact_at(&mut tail, start)?;
+    debug_assert!((tail.len() as u64) < BLOCK_BYTES);
+    Ok(tail)
+}
+
+fn read_index_files(
+    paths: &SegmentPaths,
+    base_offset: i64,
+) -> Result<(SegmentIndex, SegmentFooter), String> {
+    let offsets = std::fs::read(&paths.index).map_err(|error| error.to_string())?;
+    let times = std::fs::read(&paths.time_index).map_err(|error| error.to_string())?;
+    SegmentIndex::decode(base_offset, &offsets, &times).map_err(|error| error.to_string())
+}
+
+/// Loads a sealed segment's indexes, rebuilding them from the log when missing or corrupt.
+/// Blocking reads (and, on rebuild, a blocking write of the new index files): index files are
+/// small and this runs once per segment while its indexes stay loaded.
+pub(crate) fn load_sealed_index(
+    segment: &mut Segment,
+    interval: u64,
+) -> Result<SegmentIndex, LogError> {
+    match read_index_files(&segment.paths, segment.base_offset) {
+        Ok((index, footer))
+            if footer.next_offset == segment.next_offset
+                && footer.size_bytes == segment.size_bytes =>
+        {
+            segment.max_timestamp = Some(footer.max_timestamp);
+            return Ok(index);
+        }
+        Ok(_) => {
+            tracing::warn!(segment = %segment.paths.log.display(), "index does not match its segment; rebuilding")
+        }
+        Err(reason) => {
+            tracing::warn!(segment = %segment.paths.log.display(), %reason, "index unreadable; rebuilding")
+        }
+    }
+    let scan = segment::scan_segment(
+        &segment.read_file,
+        segment.base_offset,
+        segment.size_bytes,
+        interval,
+    )
+    .map_err(|error| LogError::Io(format!("rebuilding an index: {error}").into()))?;
+    if scan.valid_bytes != segment.size_bytes || scan.next_offset != segment.next_offset {
+        tracing::error!(
+            segment = %segment.paths.log.display(),
+            valid_bytes = scan.valid_bytes,
+            size_bytes = segment.size_bytes,
+            reason = scan.stopped_by.as_deref().unwrap_or("offsets end early"),
+            "sealed segment is corrupt; serving only its valid prefix"
+        );
+        segment.size_bytes = scan.valid_bytes;
+    }
+    segment.max_timestamp = Some(scan.index.max_timestamp());
+    let footer = segment.footer();
+    let write =
+        write_file_atomic_blocking(&segment.paths.index, &scan.index.encode_offsets(&footer))
+            .and_then(|()| {
+                write_file_atomic_blocking(&segment.paths.time_index, &scan.index.encode_times())
+            });
+    if let Err(error) = write {
+        tracing::warn!(segment = %segment.paths.log.display(), %error, "could not save the rebuilt index");
+    }
+    Ok(scan.index)
+}
+
+/// Writes the `.index` and `.timeindex` files of the active segment.
+pub(crate) async fn write_segment_indexes(
+    log: &PartitionLog,
+    _base: Option<i64>,
+) -> Result<(), LogError> {
+    let (paths, offsets, times) = log.with_state(|state| {
+        let segment = state.segments.values().next_back().expect("active segment");
+        let index = segment.index.clone().unwrap_or_default();
+        (
+            segment.paths.clone(),
+            index.encode_offsets(&segment.footer()),
+            index.encode_times(),
+        )
+    });
+    let storage = &log.context().storage;
+    let write_error = |error| LogError::Io(format!("writing segment indexes: {error}").into());
+    storage
+        .write_file_atomic(&paths.index, &offsets)
+        .await
+        .map_err(write_error)?;
+    storage
+        .write_file_atomic(&paths.time_index, &times)
+        .await
+        .map_err(write_error)
+}
+
+/// Seals the active segment (trim, sync, indexes) and starts a new one at the log's end.
+/// Caller holds the I/O lock and has published every batch written so far.
+pub(crate) async fn roll(log: &PartitionLog, writer: &mut SegmentWriter) -> io::Result<()> {
+    writer.trim_and_sync().await?;
+    write_segment_indexes(log, None)
+        .await
+        .map_err(io::Error::other)?;
+    let dir = log.inner_dir().to_path_buf();
+    let new_base = log.with_state(|state| *state.durable_end);
+    let paths = SegmentPaths::new(&dir, new_base);
+    let storage = &log.context().storage;
+    let file = storage.open_write(&paths.log).await?;
+    storage.sync_dir(&dir).await?;
+    let read_file = storage.open_read(&paths.log)?;
+    let old = std::mem::replace(writer, SegmentWriter::new(file, 0, Vec::new(), 0));
+    old.close().await?;
+    log.with_state(|state| {
+        let old_base = *state.segments.keys().next_back().expect("active segment");
+        state.loaded_indexes.push_back(old_base);
+        state.segments.insert(
+            new_base,
+            Segment {
+                base_offset: new_base,
+                paths,
+                read_file: Arc::new(read_file),
+                size_bytes: 0,
+                next_offset: new_base,
+                max_timestamp: Some(-1),
+                index: Some(Rc::new(SegmentIndex::new())),
+                first_append_ms: None,
+            },
+        );
+    });
+    Ok(())
+}
+
+/// Cuts the log so it ends before the batch containing `offset`. Caller holds the I/O lock, no
+/// appends are queued, and `log_start <= offset < next_offset`.
+pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64, LogError> {
+    let dir = log.inner_dir().to_path_buf();
+    let io_error = |what: &'static str| {
+        move |error: io::Error| LogError::Io(format!("{what}: {error}").into())
+    };
+    let (segment_base, file, size_bytes, active_base) = log.with_state(|state| {
+        let (base, segment) = state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("offset >= log start");
+        let active_base = *state.segments.keys().next_back().expect("active segment");
+        (
+            *base,
+            segment.read_file.clone(),
+            segment.size_bytes,
+            active_base,
+        )
+    });
+    // Find the cut: the start of the batch holding `offset`.
+    let index = log.segment_index(segment_base)?;
+    let relative = u32::try_from(offset - segment_base).unwrap_or(u32::MAX);
+    let start = u64::from(index.lookup_offset(relative).position);
+    let found = segment::find_batch(&file, start, size_bytes, offset)
+        .map_err(io_error("finding the truncation point"))?;
+    let (cut_position, new_end) = match found {
+        Some(stored) => (stored.position, stored.base_offset),
+        None => return Ok(log.with_state(|state| *state.next_offset)),
+    };
+    // Drop later segments and, if the cut is in a sealed segment, make it the active one.
+    let (later, old_writer) = log.with_state(|state| {
+        let later: Vec<Segment> = state
+            .segments
+            .split_off(&(segment_base + 1))
+            .into_values()
+            .collect();
+        state.loaded_indexes.retain(|base| *base <= segment_base);
+        let old_writer = if segment_base != active_base {
+            state.writer.take()
+        } else {
+            None
+        };
+        (later, old_writer)
+    });
+    if let Some(old_writer) = old_writer {
+        old_writer
+            .close()
+            .await
+            .map_err(io_error("closing the old active segment"))?;
+    }
+    let storage = &log.context().storage;
+    for segment in &later {
+        for path in [
+            &segment.paths.log,
+            &segment.paths.index,
+            &segment.paths.time_index,
+        ] {
+            storage
+                .remove_file(path)
+                .await
+                .map_err(io_error("deleting a truncated segment"))?;
+        }
+    }
+    let paths = SegmentPaths::new(&dir, segment_base);
+    let writer_file = storage
+        .open_write(&paths.log)
+        .await
+        .map_err(io_error("opening the segment to truncate"))?;
+    writer_file
+        .truncate(cut_position)
+        .await
+        .map_err(io_error("truncating the segment"))?;
+    writer_file
+        .sync_data()
+        .await
+        .map_err(io_error("syncing the truncated segment"))?;
+    for path in [&paths.index, &paths.time_index] {
+        storage
+            .remove_file(path)
+            .await
+            .map_err(io_error("removing a stale index"))?;
+    }
+    storage
+        .sync_dir(&dir)
+        .await
+        .map_err(io_error("syncing the directory"))?;
+    let scan = segment::scan_segment(
+        &file,
+        segment_base,
+        cut_position,
+        log.index_interval_bytes(),
+    )
+    .map_err(io_error("re-indexing the truncated segment"))?;
+    let tail_block =
+        read_tail_block(&file, cut_position).map_err(io_error("reading the tail block"))?;
+    let writer = SegmentWriter::new(writer_file, cut_position, tail_block, cut_position);
+    log.with_state(|state| {
+        let segment = state.segments.get_mut(&segment_base).expect("kept segment");
+        segment.size_bytes = cut_position;
+        segment.next_offset = new_end;
+        segment.max_timestamp = Some(scan.index.max_timestamp());
+        segment.index = Some(Rc::new(scan.index));
+        segment.first_append_ms = None;
+        *state.next_offset = new_end;
+        *state.durable_end = new_end;
+        state.cache.truncate(new_end);
+        // The old writer (if it was this segment's) is replaced; it is dropped without a close,
+        // which is fine: everything it wrote was synced before the truncation.
+        *state.writer = Some(writer);
+    });
+    Ok(new_end)
+}
