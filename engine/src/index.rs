@@ -9,7 +9,8 @@
 //!   `{next_offset: i64, size_bytes: u64, max_timestamp: i64, entry_count: u32, crc32c: u32}`,
 //!   the CRC covering everything before it. The footer describes the sealed segment whole, so a
 //!   sealed segment never has to be scanned to learn its end offset, size or newest timestamp.
-//! - `.timeindex`: `m` entries of `{timestamp: i64, relative_offset: u32}`, then `{crc32c: u32}`.
+//! - `.timeindex`: `m` entries of `{timestamp: i64, relative_offset: u32}`, then
+//!   `{entry_count: u32, crc32c: u32}`.
 //!
 //! A time entry `(t, o)` says every batch before offset `o` in the segment has a max timestamp
 //! `<= t`. A lookup for `target` starts scanning at the last entry with `t < target`: no batch
@@ -192,11 +193,13 @@ impl SegmentIndex {
 
     /// Serializes the `.timeindex` file.
     pub fn encode_times(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES + 4);
+        let mut out = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES + 8);
         for entry in &self.times {
             out.extend_from_slice(&entry.timestamp.to_be_bytes());
             out.extend_from_slice(&entry.relative_offset.to_be_bytes());
         }
+        let entry_count = u32::try_from(self.times.len()).expect("time entries fit u32");
+        out.extend_from_slice(&entry_count.to_be_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
@@ -263,12 +266,16 @@ pub fn decode_footer(offsets_file: &[u8]) -> Result<SegmentFooter, IndexError> {
 
 fn decode_times(times_file: &[u8], span: i64) -> Result<Vec<TimeEntry>, IndexError> {
     let length = times_file.len();
-    if length < 4 || !(length - 4).is_multiple_of(TIME_ENTRY_BYTES) {
+    if length < 8 || !(length - 8).is_multiple_of(TIME_ENTRY_BYTES) {
         return Err(IndexError::BadLength(length));
     }
-    let (body, crc_bytes) = times_file.split_at(length - 4);
-    if crc32c::crc32c(body) != be_u32(crc_bytes) {
+    let (checked, crc_bytes) = times_file.split_at(length - 4);
+    if crc32c::crc32c(checked) != be_u32(crc_bytes) {
         return Err(IndexError::BadChecksum);
+    }
+    let (body, count_bytes) = checked.split_at(length - 8);
+    if be_u32(count_bytes) as usize * TIME_ENTRY_BYTES != body.len() {
+        return Err(IndexError::BadLength(length));
     }
     let times: Vec<TimeEntry> = body
         .chunks_exact(TIME_ENTRY_BYTES)

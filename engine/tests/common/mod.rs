@@ -24,7 +24,9 @@ pub fn tagged_batch(tag: u64, records: usize, value_bytes: usize, timestamp_ms: 
             value
         })
         .collect();
-    let keys: Vec<Vec<u8>> = (0..records).map(|index| format!("k{index}").into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..records)
+        .map(|index| format!("k{index}").into_bytes())
+        .collect();
     let entries: Vec<batch::BuildRecord<'_>> = values
         .iter()
         .zip(&keys)
@@ -55,7 +57,10 @@ pub fn read_all(log: &PartitionLog, mut offset: i64) -> Vec<(i64, Vec<u8>)> {
     while offset < end {
         let plan: ReadPlan = log.read(offset, 256 * 1024).expect("read");
         let batches = split_batches(&plan.to_vec().expect("plan bytes"));
-        assert!(!batches.is_empty(), "empty plan at {offset} below end {end}");
+        assert!(
+            !batches.is_empty(),
+            "empty plan at {offset} below end {end}"
+        );
         for (base, bytes) in batches {
             let info = batch::scan_batch(&bytes, 1 << 30).unwrap().unwrap();
             offset = base + i64::from(info.last_offset_delta) + 1;
