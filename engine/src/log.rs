@@ -85,6 +85,28 @@ pub struct LogConfig {
     pub write_bytes_max: usize,
 }
 
+impl LogConfig {
+    /// Checks the bounds the on-disk format and the writer rely on.
+    pub fn validate(&self) -> Result<(), LogError> {
+        let invalid = |reason: &str| Err(LogError::InvalidConfig(reason.into()));
+        if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
+            return invalid("segment.bytes must be between 1 KiB and 2^31-1");
+        }
+        if self.index_interval_bytes == 0 {
+            return invalid("index.interval.bytes must be positive");
+        }
+        if self.max_batch_bytes < crate::batch::BATCH_HEADER_LEN
+            || self.max_batch_bytes > crate::segment::STORED_BATCH_BYTES_MAX
+        {
+            return invalid("max.message.bytes must be between 61 bytes and 256 MiB");
+        }
+        if self.write_bytes_max < crate::io::BLOCK_BYTES as usize || self.pending_bytes_max == 0 {
+            return invalid("write and queue bounds must be positive");
+        }
+        Ok(())
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -147,6 +169,9 @@ pub enum LogError {
     /// The log was closed.
     #[error("log is closed")]
     Closed,
+    /// A configuration value is out of bounds.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(Arc<str>),
 }
 
 impl LogError {
@@ -157,6 +182,7 @@ impl LogError {
             LogError::Poisoned(_) | LogError::Io(_) => 56, // KAFKA_STORAGE_ERROR
             LogError::OffsetOutOfRange { .. } => 1,        // OFFSET_OUT_OF_RANGE
             LogError::Closed => 6,                         // NOT_LEADER_OR_FOLLOWER
+            LogError::InvalidConfig(_) => 40,              // INVALID_CONFIG
         }
     }
 
@@ -268,6 +294,7 @@ impl PartitionLog {
         config: LogConfig,
         context: LogContext,
     ) -> Result<PartitionLog, LogError> {
+        config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let recovered = crate::recovery::recover(&dir, &config, &context).await?;
         let cache = TailCache::new(context.cache.clone());
@@ -352,9 +379,11 @@ impl PartitionLog {
     }
 
     /// Replaces the configuration (topic config changes); applies to later appends and rolls.
-    pub fn set_config(&self, config: LogConfig) {
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
         *self.inner.config.borrow_mut() = config;
         self.inner.notify.notify_all();
+        Ok(())
     }
 
     /// Validates and appends one record batch, returning once it is durable under the flush
@@ -454,15 +483,15 @@ impl PartitionLog {
     /// `max_bytes` (at least one whole batch when any data is there). Reading at the durable end
     /// returns an empty plan. Reads one segment at most; call again from the next offset.
     pub fn read(&self, offset: i64, max_bytes: u64) -> Result<ReadPlan, LogError> {
-        let (durable_end, log_start) = {
+        let (durable_end, log_end, log_start) = {
             let state = self.inner.state.borrow();
-            (state.durable_end, state.log_start)
+            (state.durable_end, state.next_offset, state.log_start)
         };
-        if offset < log_start || offset > durable_end {
+        if offset < log_start || offset > log_end {
             return Err(LogError::OffsetOutOfRange {
                 requested: offset,
                 log_start,
-                log_end: durable_end,
+                log_end,
             });
         }
         let mut plan = ReadPlan {
@@ -470,7 +499,7 @@ impl PartitionLog {
             durable_end_offset: durable_end,
             log_start_offset: log_start,
         };
-        if offset == durable_end {
+        if offset >= durable_end {
             return Ok(plan);
         }
         if let Some(batches) = self.inner.state.borrow().cache.read(offset, max_bytes) {
@@ -960,33 +989,35 @@ async fn flusher(weak: Weak<LogInner>, notify: Rc<Notify>) {
             let Some(inner) = weak.upgrade() else { return };
             next_flush_work(&inner)
         };
-        match work {
+        let due = match work {
             FlushWork::Exit => break,
-            FlushWork::Commit | FlushWork::SyncAt(_)
-                if matches!(work, FlushWork::Commit)
-                    || matches!(work, FlushWork::SyncAt(at) if at <= Instant::now()) =>
-            {
-                let Some(inner) = weak.upgrade() else { return };
-                let log = PartitionLog { inner };
-                if let Err(error) = commit_round(&log).await {
-                    log.poison(format!("{error}").into());
-                }
+            FlushWork::Commit => true,
+            FlushWork::SyncAt(at) => at <= Instant::now(),
+            FlushWork::Idle => false,
+        };
+        if due {
+            let Some(inner) = weak.upgrade() else { return };
+            let log = PartitionLog { inner };
+            if let Err(error) = commit_round(&log).await {
+                log.poison(format!("{error}").into());
             }
+            continue;
+        }
+        // Sleep until there is something to commit, the log closes or goes away, or (with a
+        // sync pending under IntervalMs) the sync is due.
+        let weak_for_wait = weak.clone();
+        let woken = notify.wait_until(move || {
+            let Some(inner) = weak_for_wait.upgrade() else {
+                return Some(());
+            };
+            matches!(next_flush_work(&inner), FlushWork::Commit | FlushWork::Exit).then_some(())
+        });
+        match work {
             FlushWork::SyncAt(at) => {
-                let wait = notify.wait_until(|| None::<()>);
                 let timer = glommio::timer::sleep(at.saturating_duration_since(Instant::now()));
-                futures_lite::future::or(wait, timer).await;
+                futures_lite::future::or(woken, timer).await;
             }
-            FlushWork::Idle | FlushWork::Commit => {
-                let weak_for_wait = weak.clone();
-                notify
-                    .wait_until(|| {
-                        let inner = weak_for_wait.upgrade()?;
-                        let work = next_flush_work(&inner);
-                        (!matches!(work, FlushWork::Idle)).then_some(())
-                    })
-                    .await;
-            }
+            _ => woken.await,
         }
     }
     if let Some(inner) = weak.upgrade() {
@@ -1028,6 +1059,21 @@ async fn commit_round(log: &PartitionLog) -> io::Result<()> {
         state.pending_bytes = 0;
         state.pending.drain(..).collect()
     };
+    if group.is_empty() {
+        // A sync that came due under IntervalMs with nothing new to write.
+        let writer = inner.state.borrow_mut().writer.take();
+        let Some(mut writer) = writer else {
+            return Ok(());
+        };
+        let result = if writer.unsynced {
+            writer.sync().await
+        } else {
+            Ok(())
+        };
+        inner.state.borrow_mut().last_sync = Instant::now();
+        inner.state.borrow_mut().writer = Some(writer);
+        return result;
+    }
     inner.notify.notify_all(); // room in the queue again
     let config = inner.config.borrow().clone();
     let mut writer = inner
