@@ -231,6 +231,18 @@ impl SegmentIndex {
             return Err(IndexError::BadEntries);
         }
         let times = decode_times(times_file, span)?;
+        // The two files carry separate CRCs, so a `.timeindex` of another segment (or an older
+        // one of this) passes its own checks; bind it to the `.index`: `record_batch` only adds a
+        // time entry together with an offset entry at the same offset, and every time entry is
+        // a max timestamp seen in the segment. Without this a lookup could start past a match.
+        let mut offset_entries = offsets.iter().map(|entry| entry.relative_offset);
+        let times_match_offsets = times.iter().all(|time| {
+            time.timestamp <= footer.max_timestamp
+                && offset_entries.any(|relative| relative == time.relative_offset)
+        });
+        if !times_match_offsets {
+            return Err(IndexError::BadEntries);
+        }
         let index = SegmentIndex {
             offsets,
             times,

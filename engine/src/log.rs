@@ -659,6 +659,10 @@ impl PartitionLog {
     pub async fn delete_before(&self, offset: i64) -> Result<i64, LogError> {
         let (log_start, durable_end) = {
             let state = self.inner.state.borrow();
+            // A closed log's directory may already belong to a reopened log: hands off.
+            if state.closing || state.closed {
+                return Err(LogError::Closed);
+            }
             (state.log_start, state.durable_end)
         };
         if offset > durable_end || offset < 0 {
@@ -686,13 +690,20 @@ impl PartitionLog {
         Ok(offset)
     }
 
-    /// Deletes sealed segments past `retention.ms` (by their newest timestamp) or beyond
-    /// `retention.bytes`, oldest first, at most `segments_max` of them. Returns how many.
+    /// Deletes sealed segments wholly below the log start, past `retention.ms` (by their newest
+    /// timestamp) or beyond `retention.bytes`, oldest first, at most `segments_max` of them.
+    /// Returns how many.
     pub async fn apply_retention(
         &self,
         now_ms: i64,
         segments_max: usize,
     ) -> Result<usize, LogError> {
+        {
+            let state = self.inner.state.borrow();
+            if state.closing || state.closed {
+                return Err(LogError::Closed);
+            }
+        }
         let (retention_ms, retention_bytes) = {
             let config = self.inner.config.borrow();
             (config.retention_ms, config.retention_bytes)
@@ -720,15 +731,19 @@ impl PartitionLog {
             }
         }
         let mut remaining_bytes = self.size_bytes();
+        // Segments wholly below the log start (left by a DeleteRecords interrupted between its
+        // checkpoint and its unlinks) go whatever the retention settings, as in Kafka.
+        let log_start = self.log_start_offset();
         let doomed = self.take_segments_where(
             |segment, _| {
+                let below_log_start = segment.next_offset <= log_start;
                 let expired = retention_ms >= 0
                     && segment
                         .max_timestamp
                         .is_some_and(|newest| now_ms.saturating_sub(newest) > retention_ms);
                 let oversized = retention_bytes >= 0
                     && remaining_bytes.saturating_sub(segment.size_bytes) >= retention_bytes as u64;
-                if expired || oversized {
+                if below_log_start || expired || oversized {
                     remaining_bytes -= segment.size_bytes;
                     return true;
                 }
@@ -847,6 +862,27 @@ impl PartitionLog {
             self.poison(reason.clone());
         }
         result
+    }
+
+    /// Truncation may cut the batch holding the log start, leaving the end below it: the start
+    /// follows the end down, durably and before the cut. A crash in between re-exposes at most
+    /// records of that one batch; the other order would leave a checkpoint above the end that
+    /// hides records appended after the truncation once the log reopens.
+    pub(crate) async fn lower_log_start_to(&self, new_end: i64) -> Result<(), LogError> {
+        if new_end >= self.log_start_offset() {
+            return Ok(());
+        }
+        self.inner
+            .context
+            .storage
+            .write_file_atomic(
+                &self.inner.dir.join(LOG_START_CHECKPOINT),
+                &encode_checkpoint(new_end),
+            )
+            .await
+            .map_err(|error| LogError::io("writing the log start checkpoint", error))?;
+        self.inner.state.borrow_mut().log_start = new_end;
+        Ok(())
     }
 
     pub(crate) fn inner_dir(&self) -> &Path {

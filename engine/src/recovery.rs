@@ -373,6 +373,7 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         Some(stored) => (stored.position, stored.base_offset),
         None => return Ok(log.with_state(|state| *state.next_offset)),
     };
+    log.lower_log_start_to(new_end).await?;
     // Drop later segments and, if the cut is in a sealed segment, make it the active one.
     let (later, old_writer) = log.with_state(|state| {
         let later: Vec<Segment> = state
