@@ -343,3 +343,29 @@ pub fn stamped(batch: &[u8], base_offset: i64) -> Vec<u8> {
     batch::stamp_base_offset(&mut bytes, base_offset);
     bytes
 }
+
+/// Like [`read_all`], but says what went wrong instead of panicking, so the caller can add its
+/// own context (which fault, which step).
+pub fn try_read_all(log: &PartitionLog, mut offset: i64) -> Result<Vec<(i64, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    let end = log.durable_end_offset();
+    while offset < end {
+        let plan = log
+            .read(offset, 256 * 1024)
+            .map_err(|error| format!("read at {offset}: {error}"))?;
+        let bytes = plan
+            .to_vec()
+            .map_err(|error| format!("plan bytes at {offset}: {error}"))?;
+        let batches = split_batches(&bytes);
+        if batches.is_empty() {
+            return Err(format!(
+                "empty plan at {offset} below the durable end {end}"
+            ));
+        }
+        for (base, bytes) in batches {
+            offset = last_offset_of(&bytes) + 1;
+            out.push((base, bytes));
+        }
+    }
+    Ok(out)
+}
