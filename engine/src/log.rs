@@ -590,16 +590,8 @@ impl PartitionLog {
             .ok_or_else(|| LogError::Io("segment vanished".into()))?;
         let index = Rc::new(crate::recovery::load_sealed_index(segment, interval)?);
         segment.index = Some(index.clone());
-        state.loaded_indexes.push_back(base_offset);
-        if state.loaded_indexes.len() > LOADED_INDEXES_MAX {
-            let evicted = state.loaded_indexes.pop_front().expect("non-empty");
-            let active_base = state.active().base_offset;
-            if evicted != active_base {
-                if let Some(segment) = state.segments.get_mut(&evicted) {
-                    segment.index = None;
-                }
-            }
-        }
+        let state = &mut *state;
+        remember_loaded_index(&mut state.segments, &mut state.loaded_indexes, base_offset);
         Ok(index)
     }
 
@@ -948,7 +940,9 @@ impl PartitionLog {
                 let _ = writer.close().await;
                 Err(LogError::Poisoned(reason))
             }
-            (None, _) => Ok(()),
+            // A truncation that failed part way leaves no writer: still report the poison.
+            (None, Some(reason)) => Err(LogError::Poisoned(reason)),
+            (None, None) => Ok(()),
         };
         self.inner.state.borrow_mut().closed = true;
         self.inner.notify.notify_all();
@@ -978,6 +972,26 @@ pub(crate) struct LogStateView<'a> {
     pub durable_end: &'a mut i64,
     pub cache: &'a mut TailCache,
     pub loaded_indexes: &'a mut VecDeque<i64>,
+}
+
+/// Records that a sealed segment's indexes are loaded, unloading the least recently loaded ones
+/// beyond [`LOADED_INDEXES_MAX`] (never the active segment's).
+pub(crate) fn remember_loaded_index(
+    segments: &mut BTreeMap<i64, Segment>,
+    loaded_indexes: &mut VecDeque<i64>,
+    base_offset: i64,
+) {
+    loaded_indexes.retain(|loaded| *loaded != base_offset);
+    loaded_indexes.push_back(base_offset);
+    let active_base = segments.keys().next_back().copied();
+    while loaded_indexes.len() > LOADED_INDEXES_MAX {
+        let evicted = loaded_indexes.pop_front().expect("non-empty");
+        if Some(evicted) != active_base {
+            if let Some(segment) = segments.get_mut(&evicted) {
+                segment.index = None;
+            }
+        }
+    }
 }
 
 pub(crate) fn clean_shutdown_marker(dir: &Path) -> PathBuf {

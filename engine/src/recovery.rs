@@ -324,7 +324,7 @@ pub(crate) async fn roll(log: &PartitionLog, writer: &mut SegmentWriter) -> io::
     old.close().await?;
     log.with_state(|state| {
         let old_base = *state.segments.keys().next_back().expect("active segment");
-        state.loaded_indexes.push_back(old_base);
+        log::remember_loaded_index(state.segments, state.loaded_indexes, old_base);
         state.segments.insert(
             new_base,
             Segment {
@@ -396,7 +396,9 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
             .map_err(io_error("closing the old active segment"))?;
     }
     let storage = &log.context().storage;
-    for segment in &later {
+    // Newest first: a failure part way then leaves a shorter but contiguous log, never a
+    // missing segment between two that recovery would trust.
+    for segment in later.iter().rev() {
         for path in [
             &segment.paths.log,
             &segment.paths.index,
