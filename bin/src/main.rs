@@ -1,6 +1,12 @@
 //! `runnel`: the broker and its command-line tools. Thin: argument parsing and wiring only.
 
 use clap::{Parser, Subcommand};
+use runnel_engine::LogConfig;
+use runnel_net::frame::DEFAULT_FRAME_BYTES_MAX;
+use runnel_net::server::Broker;
+use runnel_net::shard::BrokerConfig;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -16,26 +22,135 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a broker (not implemented yet: the storage engine exists, the network layer does not).
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        listen: String,
-        /// Directory holding the partition logs.
-        #[arg(long, default_value = "./runnel-data")]
-        data_dir: String,
-    },
+    /// Start a single-node broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// HOST:PORT given to clients in Metadata (default: the listen address).
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// Directory holding topic metadata and partition logs.
+    #[arg(long, default_value = "./runnel-data")]
+    data_dir: PathBuf,
+    /// Number of shards (one executor per core); default: all cores.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// This broker's node id.
+    #[arg(long, default_value_t = 1)]
+    node_id: i32,
+    /// `num.partitions`: partitions of auto-created topics.
+    #[arg(long, default_value_t = 1)]
+    num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// `socket.request.max.bytes`.
+    #[arg(long, default_value_t = DEFAULT_FRAME_BYTES_MAX)]
+    socket_request_max_bytes: usize,
+    /// Tail cache per shard, MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mib_per_shard: u64,
 }
 
 fn main() -> ExitCode {
+    // A hostile client must not make every decode error capture a backtrace.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, data_dir } => {
-            eprintln!(
-                "runnel: the broker is not implemented yet (would listen on {listen} with data in \
-                 {data_dir}). The storage engine is ready; the Kafka protocol layer is the next issue."
-            );
-            ExitCode::from(2)
-        }
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("runnel: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    address
+        .to_socket_addrs()
+        .map_err(|error| format!("bad address {address}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("address {address} resolves to nothing"))
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let listen = resolve(&args.listen)?;
+    let (advertised_host, advertised_port) = match &args.advertised_listener {
+        Some(listener) => {
+            let (host, port) = listener
+                .rsplit_once(':')
+                .ok_or_else(|| format!("--advertised-listener {listener}: expected HOST:PORT"))?;
+            let port: i32 = port
+                .parse()
+                .map_err(|_| format!("--advertised-listener {listener}: bad port"))?;
+            (host.to_string(), port)
+        }
+        None => (listen.ip().to_string(), i32::from(listen.port())),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+    let shards = args.shards.unwrap_or(cores);
+    if shards == 0 || shards > 1024 {
+        return Err(format!("--shards {shards}: must be between 1 and 1024"));
+    }
+    if !(1..=10_000).contains(&args.num_partitions) {
+        return Err("--num-partitions must be between 1 and 10000".into());
+    }
+    let config = BrokerConfig {
+        listen,
+        advertised_host,
+        advertised_port,
+        data_dir: args.data_dir.clone(),
+        shards,
+        node_id: args.node_id,
+        frame_bytes_max: args.socket_request_max_bytes,
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.num_partitions,
+        log_defaults: LogConfig::default(),
+        cache_bytes_per_shard: args.cache_mib_per_shard << 20,
+    };
+    let signals = block_shutdown_signals();
+    let broker = Broker::start(config)?;
+    println!(
+        "runnel ready: listening on {} with {shards} shard(s), data in {}",
+        broker.listen,
+        args.data_dir.display()
+    );
+    wait_for_signal(&signals);
+    eprintln!("runnel: shutting down (closing logs cleanly)");
+    broker.shutdown();
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread before the shard threads start (they inherit the
+/// mask), so the signals are only ever taken by `wait_for_signal`.
+fn block_shutdown_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) {
+    let mut signal = 0;
+    // SAFETY: `set` was initialised by block_shutdown_signals.
+    unsafe { libc::sigwait(set, &mut signal) };
 }

@@ -1,6 +1,16 @@
-//! runnel-net: the Kafka wire protocol (framing, request/response headers, API handlers,
-//! connection loop, cross-shard routing) and the small async client used by the CLI and the
-//! load generator.
+//! runnel-net: the Kafka wire protocol and the broker's serving loop.
 //!
-//! **Stub.** Nothing is implemented yet; the broker issue fills this crate. It depends only on
-//! `runnel-engine` and must not know about cluster membership (that is `runnel-replication`).
+//! Owns framing, request decoding and response encoding (on the `kafka-protocol` structs), the
+//! advertised version table, one handler module per API, the per-shard connection loop and the
+//! cross-shard routing of partition work over bounded flume channels. Storage is `runnel-engine`;
+//! cluster membership will come from `runnel-replication` (today the metadata store here is the
+//! single-node controller, living on shard 0).
+
+pub mod codec;
+pub mod configs;
+pub mod frame;
+pub mod handlers;
+pub mod metadata;
+pub mod server;
+pub mod shard;
+pub mod versions;

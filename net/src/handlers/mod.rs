@@ -1,0 +1,76 @@
+//! One module per Kafka API. Each handler turns a decoded request into its response; `dispatch`
+//! encodes it. Handlers run on the connection's shard and reach other shards through [`Shard`].
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use crate::codec::{self, Request};
+use crate::shard::Shard;
+use bytes::BytesMut;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use std::rc::Rc;
+
+/// Handles one request; `None` when no response is due (Produce with acks=0) or the request
+/// cannot be answered (logged).
+pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<BytesMut> {
+    let Request {
+        api_key,
+        api_version: version,
+        header,
+        body,
+    } = request;
+    let response = match body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(0)),
+        RequestKind::Metadata(request) => {
+            ResponseKind::Metadata(metadata::handle(shard, version, request).await)
+        }
+        RequestKind::CreateTopics(request) => {
+            ResponseKind::CreateTopics(create_topics::handle(shard, version, request).await)
+        }
+        RequestKind::DeleteTopics(request) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(shard, request).await)
+        }
+        RequestKind::InitProducerId(request) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(shard, request))
+        }
+        RequestKind::Produce(request) => {
+            let acks = request.acks;
+            let response = produce::handle(shard, version, request).await;
+            if acks == 0 {
+                return None;
+            }
+            ResponseKind::Produce(response)
+        }
+        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(shard, request).await),
+        RequestKind::ListOffsets(request) => {
+            ResponseKind::ListOffsets(list_offsets::handle(shard, request).await)
+        }
+        other => {
+            tracing::warn!(
+                ?api_key,
+                "no handler for {:?}",
+                std::mem::discriminant(&other)
+            );
+            return None;
+        }
+    };
+    match codec::encode_response(api_key, version, header.correlation_id, &response) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::error!(?api_key, version, %error, "encoding a response failed");
+            None
+        }
+    }
+}
+
+/// A `StrBytes` from a `&str`.
+pub(crate) fn str_bytes(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}

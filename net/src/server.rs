@@ -1,0 +1,215 @@
+//! Starting the broker: one glommio executor per shard, each accepting on the same port
+//! (SO_REUSEPORT), and the per-connection loop.
+//!
+//! A connection is served by the shard that accepted it. Like Kafka, a connection's requests are
+//! handled one at a time in arrival order (clients may pipeline; responses leave in order).
+
+use crate::codec::{self, DecodeError};
+use crate::frame::{self, FrameError};
+use crate::metadata::{MetadataSnapshot, MetadataStore};
+use crate::shard::{BrokerConfig, Shard, ShardMessage, INBOX_CAPACITY};
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use kafka_protocol::messages::ApiKey;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections one shard serves at once; more are closed on accept with a log line.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
+
+/// A running broker.
+pub struct Broker {
+    inboxes: Arc<Vec<flume::Sender<ShardMessage>>>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The address shards listen on (the real port when 0 was asked for).
+    pub listen: SocketAddr,
+    _data_dir_lock: std::fs::File,
+}
+
+impl Broker {
+    /// Starts every shard and returns once all listen.
+    pub fn start(mut config: BrokerConfig) -> Result<Broker, String> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|error| format!("creating {}: {error}", config.data_dir.display()))?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        // glommio sets SO_REUSEPORT on every listener, so a second broker on the same port would
+        // silently share connections. A plain bind first refuses a port someone else holds.
+        let probe = std::net::TcpListener::bind(config.listen)
+            .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+        config.listen = probe
+            .local_addr()
+            .map_err(|error| format!("local address: {error}"))?;
+        drop(probe);
+        if config.advertised_port == 0 {
+            config.advertised_port = i32::from(config.listen.port());
+        }
+        let store = MetadataStore::open(&config.data_dir)
+            .map_err(|error| format!("opening metadata: {error}"))?;
+        let snapshot = Arc::new(MetadataSnapshot::from_file(store.file()));
+        let config = Arc::new(config);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
+            .map(|_| flume::bounded(INBOX_CAPACITY))
+            .unzip();
+        let inboxes = Arc::new(senders);
+        let (ready_tx, ready_rx) = flume::bounded::<Result<(), String>>(config.shards);
+        let cpus = std::thread::available_parallelism().map_or(1, |count| count.get());
+        let mut store = Some(store);
+        let mut threads = Vec::new();
+        for (id, inbox) in receivers.into_iter().enumerate() {
+            let shard_store = if id == 0 { store.take() } else { None };
+            let (config, inboxes, snapshot, ready) = (
+                config.clone(),
+                inboxes.clone(),
+                snapshot.clone(),
+                ready_tx.clone(),
+            );
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+                .name(&format!("shard-{id}"))
+                .preempt_timer(Duration::from_millis(5))
+                .spawn(move || async move {
+                    run_shard(id, config, inboxes, inbox, shard_store, snapshot, ready).await
+                })
+                .map_err(|error| format!("starting shard {id}: {error}"))?;
+            threads.push(handle);
+        }
+        for _ in 0..config.shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err("a shard exited while starting".into()),
+            }
+        }
+        Ok(Broker {
+            inboxes,
+            threads,
+            listen: config.listen,
+            _data_dir_lock: lock,
+        })
+    }
+
+    /// Closes every log cleanly (writing clean-shutdown markers). The executors' threads are
+    /// detached: the process is expected to exit after this.
+    pub fn shutdown(self) {
+        let mut answers = Vec::new();
+        for inbox in self.inboxes.iter() {
+            let (reply, answer) = flume::bounded(1);
+            if inbox.send(ShardMessage::Shutdown { reply }).is_ok() {
+                answers.push(answer);
+            }
+        }
+        for answer in answers {
+            let _ = answer.recv_timeout(Duration::from_secs(60));
+        }
+        drop(self.threads);
+    }
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = dir.join(".lock");
+    let file = std::fs::File::create(&path)
+        .map_err(|error| format!("creating {}: {error}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(format!(
+            "data directory {} is in use by another runnel process",
+            dir.display()
+        ));
+    }
+    Ok(file)
+}
+
+async fn run_shard(
+    id: usize,
+    config: Arc<BrokerConfig>,
+    inboxes: Arc<Vec<flume::Sender<ShardMessage>>>,
+    inbox: flume::Receiver<ShardMessage>,
+    store: Option<MetadataStore>,
+    snapshot: Arc<MetadataSnapshot>,
+    ready: flume::Sender<Result<(), String>>,
+) {
+    let shard = match Shard::start(id, config.clone(), inboxes, store, snapshot).await {
+        Ok(shard) => shard,
+        Err(error) => {
+            let _ = ready.send(Err(format!("shard {id}: {error}")));
+            return;
+        }
+    };
+    glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = ready.send(Err(format!(
+                "shard {id}: listening on {}: {error}",
+                config.listen
+            )));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let connections = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if connections.get() >= CONNECTIONS_PER_SHARD_MAX {
+                    tracing::warn!(
+                        shard = id,
+                        "connection limit reached; closing a new connection"
+                    );
+                    continue;
+                }
+                connections.set(connections.get() + 1);
+                let (shard, connections) = (shard.clone(), connections.clone());
+                glommio::spawn_local(async move {
+                    serve_connection(shard, stream).await;
+                    connections.set(connections.get() - 1);
+                })
+                .detach();
+            }
+            Err(error) => {
+                tracing::warn!(shard = id, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
+    loop {
+        let frame = match frame::read_frame(&mut stream, shard.config.frame_bytes_max).await {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => return,
+            Err(error) => {
+                tracing::info!(%peer, %error, "closing connection");
+                return;
+            }
+        };
+        let response = match codec::decode_request(frame) {
+            Ok(request) => crate::handlers::dispatch(&shard, request).await,
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => Some(crate::handlers::api_versions::unsupported_version(
+                correlation_id,
+            )),
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing connection after a bad request");
+                return;
+            }
+        };
+        let Some(response) = response else { continue };
+        if let Err(error) = stream.write_all(&response).await {
+            tracing::info!(%peer, %error, "closing connection: write failed");
+            return;
+        }
+    }
+}
