@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test in the workspace.
-# Installs what it needs by itself (today: the rustfmt and clippy components, if missing).
+# Installs what it needs by itself: the rustfmt and clippy components, kcat (apt) and a Python
+# venv with the client libraries (scripts/test-env.sh).
 # Usage: scripts/test.sh            (from anywhere; CI runs it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,8 @@ cargo test --workspace --locked
 
 step "engine stress test (release: more bytes through direct I/O + sendfile)"
 cargo test --release --locked -p runnel-engine --test sendfile_stress
+
+step "integration tests: the real runnel binary driven by kcat and Python clients"
+scripts/test-env.sh
+cargo build --locked -p runnel-bin --bin runnel
+.venv/bin/python -m pytest -q tests

@@ -37,13 +37,8 @@ impl Broker {
             .map_err(|error| format!("creating {}: {error}", config.data_dir.display()))?;
         let lock = lock_data_dir(&config.data_dir)?;
         // glommio sets SO_REUSEPORT on every listener, so a second broker on the same port would
-        // silently share connections. A plain bind first refuses a port someone else holds.
-        let probe = std::net::TcpListener::bind(config.listen)
-            .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
-        config.listen = probe
-            .local_addr()
-            .map_err(|error| format!("local address: {error}"))?;
-        drop(probe);
+        // silently share connections: refuse a port where something already accepts.
+        config.listen = claim_port(config.listen)?;
         if config.advertised_port == 0 {
             config.advertised_port = i32::from(config.listen.port());
         }
@@ -106,6 +101,38 @@ impl Broker {
         }
         drop(self.threads);
     }
+}
+
+/// Port 0: pick a free port. Otherwise: fail if something already listens there. (A plain
+/// bind cannot be the test: connections this broker's previous run closed sit in TIME_WAIT
+/// without SO_REUSEADDR and would make every restart fail.)
+fn claim_port(listen: SocketAddr) -> Result<SocketAddr, String> {
+    if listen.port() == 0 {
+        let probe = std::net::TcpListener::bind(listen)
+            .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+        return probe
+            .local_addr()
+            .map_err(|error| format!("local address: {error}"));
+    }
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    // A previous run of this broker that just exited can still accept for a moment: io_uring
+    // tears rings down asynchronously, and an in-flight accept keeps the listener alive. So a
+    // port only counts as taken if it keeps accepting for two seconds.
+    for _ in 0..20 {
+        match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+            // A connect to a free port in the ephemeral range can pick that same port as its
+            // source and connect to itself (TCP simultaneous open): that is not a listener.
+            Ok(stream) if stream.local_addr().ok() == stream.peer_addr().ok() => return Ok(listen),
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+            Err(_) => return Ok(listen),
+        }
+    }
+    Err(format!(
+        "cannot listen on {listen}: another process is already accepting connections there"
+    ))
 }
 
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
