@@ -168,7 +168,14 @@ async fn open_active(
                 config.index_interval_bytes,
             )
             .map_err(open_error(dir, "scanning the active segment"))?;
-            if scan.valid_bytes < file_bytes {
+            if scan.valid_bytes < file_bytes && scan.stopped_at_zeros {
+                tracing::info!(
+                    dir = %dir.display(),
+                    segment = base_offset,
+                    valid_bytes = scan.valid_bytes,
+                    "recovery: the active segment ends in preallocated space; trimming it"
+                );
+            } else if scan.valid_bytes < file_bytes {
                 tracing::warn!(
                     dir = %dir.display(),
                     segment = base_offset,

@@ -88,6 +88,9 @@ pub struct ScanResult {
     pub index: SegmentIndex,
     /// Why the scan stopped before the end of the file, if it did.
     pub stopped_by: Option<String>,
+    /// The scan stopped at a zero batch length: preallocated space after the data, the normal
+    /// end of an active segment that was not closed cleanly.
+    pub stopped_at_zeros: bool,
 }
 
 /// Reads every batch of a segment file, checking length, CRC and offset continuity, and rebuilds
@@ -104,6 +107,7 @@ pub fn scan_segment(
     let mut buffer_position = 0u64; // file position of buffer[0]
     let mut cursor = 0usize; // index into buffer of the next batch
     let mut expected_offset = base_offset;
+    let mut stopped_at_zeros = false;
     let stopped_by = loop {
         let position = buffer_position + cursor as u64;
         let available = &buffer[cursor..];
@@ -147,7 +151,10 @@ pub fn scan_segment(
                 buffer.resize(start + read_bytes, 0);
                 file.read_exact_at(&mut buffer[start..], buffer_position + start as u64)?;
             }
-            Err(error) => break Some(format!("invalid batch at position {position}: {error}")),
+            Err(error) => {
+                stopped_at_zeros = error == batch::BatchError::InvalidLength(0);
+                break Some(format!("invalid batch at position {position}: {error}"));
+            }
         }
     };
     Ok(ScanResult {
@@ -155,6 +162,7 @@ pub fn scan_segment(
         next_offset: expected_offset,
         index,
         stopped_by,
+        stopped_at_zeros,
     })
 }
 
