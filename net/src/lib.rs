@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod configs;
+pub mod fetch_response;
 pub mod frame;
 pub mod handlers;
 pub mod metadata;
