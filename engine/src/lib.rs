@@ -15,6 +15,7 @@ pub mod io;
 mod log;
 pub mod notify;
 pub mod plan;
+pub mod producer_state;
 mod recovery;
 pub mod retention;
 pub mod segment;

@@ -21,6 +21,9 @@ use crate::index::{self, SegmentIndex};
 use crate::io::{align_down, Storage};
 use crate::notify::Notify;
 use crate::plan::{FileRange, ReadChunk, ReadPlan};
+use crate::producer_state::{
+    Admission, BatchMetadata, ProducerBatch, ProducerLimits, ProducerStateTable, SequenceError,
+};
 use crate::segment::{self, Segment, SegmentPaths};
 use crate::writer::SegmentWriter;
 use bytes::BytesMut;
@@ -83,6 +86,12 @@ pub struct LogConfig {
     pub pending_bytes_max: u64,
     /// Largest single direct write.
     pub write_bytes_max: usize,
+    /// `producer.id.expiration.ms`: an idempotent producer's state is dropped this long after its
+    /// last append to the partition.
+    pub producer_id_expiration_ms: i64,
+    /// Idempotent producers remembered per partition; beyond it the least recently appending
+    /// one is forgotten (and its next batch accepted at any sequence, as a new producer's).
+    pub producers_max: usize,
 }
 
 impl LogConfig {
@@ -103,7 +112,17 @@ impl LogConfig {
         if self.write_bytes_max < crate::io::BLOCK_BYTES as usize || self.pending_bytes_max == 0 {
             return invalid("write and queue bounds must be positive");
         }
+        if self.producer_id_expiration_ms < 1 || self.producers_max == 0 {
+            return invalid("producer expiration and producer bounds must be positive");
+        }
         Ok(())
+    }
+
+    pub(crate) fn producer_limits(&self) -> ProducerLimits {
+        ProducerLimits {
+            producers_max: self.producers_max,
+            expiration_ms: self.producer_id_expiration_ms,
+        }
     }
 }
 
@@ -121,6 +140,8 @@ impl Default for LogConfig {
             preallocate_bytes: 8 << 20,
             pending_bytes_max: 64 << 20,
             write_bytes_max: 1 << 20,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
+            producers_max: 10_000,
         }
     }
 }
@@ -172,6 +193,23 @@ pub enum LogError {
     /// A configuration value is out of bounds.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(Arc<str>),
+    /// An idempotent producer's batch does not continue its sequence (or a new epoch does not
+    /// start at 0); nothing was written.
+    #[error("{0}")]
+    OutOfOrderSequence(SequenceError),
+    /// An idempotent producer's epoch is older than one already appended (a fenced producer);
+    /// nothing was written.
+    #[error("{0}")]
+    InvalidProducerEpoch(SequenceError),
+}
+
+impl From<SequenceError> for LogError {
+    fn from(error: SequenceError) -> Self {
+        match error {
+            SequenceError::OutOfOrder { .. } => LogError::OutOfOrderSequence(error),
+            SequenceError::InvalidEpoch { .. } => LogError::InvalidProducerEpoch(error),
+        }
+    }
 }
 
 impl LogError {
@@ -183,6 +221,8 @@ impl LogError {
             LogError::OffsetOutOfRange { .. } => 1,        // OFFSET_OUT_OF_RANGE
             LogError::Closed => 6,                         // NOT_LEADER_OR_FOLLOWER
             LogError::InvalidConfig(_) => 40,              // INVALID_CONFIG
+            LogError::OutOfOrderSequence(_) => 45,         // OUT_OF_ORDER_SEQUENCE_NUMBER
+            LogError::InvalidProducerEpoch(_) => 47,       // INVALID_PRODUCER_EPOCH
         }
     }
 
@@ -243,6 +283,8 @@ struct LogState {
     last_sync: Instant,
     loaded_indexes: VecDeque<i64>,
     cache: TailCache,
+    /// Idempotent producers: checked when a batch is queued, made durable in `publish`.
+    producers: ProducerStateTable,
 }
 
 impl LogState {
@@ -314,6 +356,7 @@ impl PartitionLog {
             last_sync: Instant::now(),
             loaded_indexes: VecDeque::new(),
             cache,
+            producers: recovered.producers,
         };
         let notify = Rc::new(Notify::default());
         let inner = Rc::new(LogInner {
@@ -381,6 +424,8 @@ impl PartitionLog {
     /// Replaces the configuration (topic config changes); applies to later appends and rolls.
     pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
         config.validate()?;
+        let limits = config.producer_limits();
+        self.inner.state.borrow_mut().producers.set_limits(limits);
         *self.inner.config.borrow_mut() = config;
         self.inner.notify.notify_all();
         Ok(())
@@ -428,6 +473,20 @@ impl PartitionLog {
             }
             TimestampType::CreateTime => -1,
         };
+        // Idempotent producers are checked as the batch is queued: no await lies between the
+        // check (which records the batch as pending at the next offset) and the queueing.
+        if let Some(producer_batch) = ProducerBatch::from_info(&info) {
+            let admission = {
+                let mut state = self.inner.state.borrow_mut();
+                let base_offset = state.next_offset;
+                state
+                    .producers
+                    .admit(&producer_batch, base_offset, now_ms as i64)?
+            };
+            if let Admission::Duplicate(original) = admission {
+                return self.answer_duplicate(original, timestamp_type).await;
+            }
+        }
         let (base_offset, last_offset) = {
             let mut state = self.inner.state.borrow_mut();
             let base_offset = state.next_offset;
@@ -445,6 +504,18 @@ impl PartitionLog {
             (base_offset, last_offset)
         };
         self.inner.notify.notify_all();
+        self.wait_durable(last_offset)
+            .await
+            .map(|log_start_offset| AppendResult {
+                base_offset,
+                last_offset,
+                log_append_time_ms,
+                log_start_offset,
+            })
+    }
+
+    /// Waits until the batch ending at `last_offset` is durable; returns the log start then.
+    async fn wait_durable(&self, last_offset: i64) -> Result<i64, LogError> {
         self.inner
             .notify
             .wait_until(|| {
@@ -458,12 +529,26 @@ impl PartitionLog {
                 state.closed.then_some(Err(LogError::Closed))
             })
             .await
-            .map(|log_start_offset| AppendResult {
-                base_offset,
-                last_offset,
-                log_append_time_ms,
-                log_start_offset,
-            })
+    }
+
+    /// A producer's retry of a batch already appended: the original's offsets, once the
+    /// original is durable (it may still be queued; if it never becomes durable the retry gets
+    /// the same error the original does).
+    async fn answer_duplicate(
+        &self,
+        original: BatchMetadata,
+        timestamp_type: TimestampType,
+    ) -> Result<AppendResult, LogError> {
+        let log_start_offset = self.wait_durable(original.last_offset).await?;
+        Ok(AppendResult {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            log_append_time_ms: match timestamp_type {
+                TimestampType::LogAppendTime => original.max_timestamp,
+                TimestampType::CreateTime => -1,
+            },
+            log_start_offset,
+        })
     }
 
     /// Waits until data at or after `offset` is durable (for long-polling fetches), or the log
@@ -895,6 +980,7 @@ impl PartitionLog {
             durable_end: &mut state.durable_end,
             cache: &mut state.cache,
             loaded_indexes: &mut state.loaded_indexes,
+            producers: &mut state.producers,
         };
         f(&mut view)
     }
@@ -913,6 +999,9 @@ impl PartitionLog {
             );
             state.poisoned = Some(reason);
         }
+        // Queued batches will never be durable: only a reopen (rebuilding from disk) brings
+        // the producer state back, and nothing is appended before that.
+        state.producers.clear_pending();
         drop(state);
         self.inner.notify.notify_all();
     }
@@ -954,6 +1043,8 @@ impl PartitionLog {
         writer.trim_and_sync().await.map_err(shutdown_error)?;
         writer.close().await.map_err(shutdown_error)?;
         crate::recovery::write_segment_indexes(self, None).await?;
+        let end_offset = self.log_end_offset();
+        crate::recovery::write_producer_snapshot(self, end_offset).await?;
         let marker = self.inner.dir.join(CLEAN_SHUTDOWN_MARKER);
         self.inner
             .context
@@ -972,6 +1063,7 @@ pub(crate) struct LogStateView<'a> {
     pub durable_end: &'a mut i64,
     pub cache: &'a mut TailCache,
     pub loaded_indexes: &'a mut VecDeque<i64>,
+    pub producers: &'a mut ProducerStateTable,
 }
 
 /// Records that a sealed segment's indexes are loaded, unloading the least recently loaded ones
@@ -1240,6 +1332,12 @@ fn publish(log: &PartitionLog, chunk: &[PendingBatch], written_bytes: u64, inter
         );
         position += pending.bytes.len() as u64;
         segment.first_append_ms.get_or_insert(pending.arrived_ms);
+        if let Some(producer_batch) = ProducerBatch::from_info(&pending.info) {
+            let arrived_ms = pending.arrived_ms as i64;
+            state
+                .producers
+                .commit(&producer_batch, pending.base_offset, arrived_ms);
+        }
         state.cache.insert(CachedBatch {
             base_offset: pending.base_offset,
             last_offset: pending.last_offset(),

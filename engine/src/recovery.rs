@@ -11,6 +11,7 @@
 use crate::index::{SegmentFooter, SegmentIndex};
 use crate::io::{write_file_atomic_blocking, BLOCK_BYTES};
 use crate::log::{self, LogConfig, LogContext, LogError, PartitionLog};
+use crate::producer_state::{self, ProducerStateTable};
 use crate::segment::{self, Segment, SegmentPaths};
 use crate::writer::SegmentWriter;
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub(crate) struct Recovered {
     pub writer: SegmentWriter,
     pub next_offset: i64,
     pub log_start: i64,
+    pub producers: ProducerStateTable,
 }
 
 fn open_error<'a>(dir: &'a Path, what: &str) -> impl Fn(io::Error) -> LogError + 'a {
@@ -87,6 +89,7 @@ pub(crate) async fn recover(
             .await
             .map_err(open_error(dir, "syncing the directory"))?;
     }
+    let producers = recover_producers(dir, &segments, next_offset, config, context).await?;
     let first_base = bases[0];
     let log_start = checkpoint
         .unwrap_or(first_base)
@@ -97,7 +100,82 @@ pub(crate) async fn recover(
         writer,
         next_offset,
         log_start,
+        producers,
     })
+}
+
+/// The producer state of a recovered log: the newest usable snapshot plus the batches after it
+/// (normally just the newest segment, which was read anyway). Snapshots above the end describe
+/// batches that are gone (a cut tail, an interrupted truncation): they are deleted first, before
+/// new batches could carry the log past them and make them look valid.
+async fn recover_producers(
+    dir: &Path,
+    segments: &BTreeMap<i64, Segment>,
+    next_offset: i64,
+    config: &LogConfig,
+    context: &LogContext,
+) -> Result<ProducerStateTable, LogError> {
+    let snapshots =
+        producer_state::list_snapshots(dir).map_err(open_error(dir, "listing snapshots"))?;
+    let stale: Vec<i64> = snapshots
+        .into_iter()
+        .filter(|offset| *offset > next_offset)
+        .collect();
+    remove_snapshots(dir, context, &stale)
+        .await
+        .map_err(open_error(dir, "removing stale producer snapshots"))?;
+    let now_ms = wall_clock_ms();
+    producer_state::rebuild(dir, segments, next_offset, config.producer_limits(), now_ms)
+        .map_err(open_error(dir, "rebuilding producer state"))
+}
+
+/// Removes the snapshot files at `offsets` (and makes the removal durable).
+async fn remove_snapshots(dir: &Path, context: &LogContext, offsets: &[i64]) -> io::Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    for offset in offsets {
+        let path = producer_state::snapshot_path(dir, *offset);
+        tracing::info!(snapshot = %path.display(), "removing a producer snapshot past the log end");
+        context.storage.remove_file(&path).await?;
+    }
+    context.storage.sync_dir(dir).await
+}
+
+/// Writes the producer-state snapshot covering the log below `offset` (every batch below it is
+/// durable and committed to the table), then removes all but the newest
+/// [`producer_state::SNAPSHOTS_KEPT`] snapshots.
+pub(crate) async fn write_producer_snapshot(
+    log: &PartitionLog,
+    offset: i64,
+) -> Result<(), LogError> {
+    let dir = log.inner_dir().to_path_buf();
+    let contents = log.with_state(|state| state.producers.encode_snapshot(offset));
+    let storage = &log.context().storage;
+    let snapshot_error =
+        |error| LogError::Io(format!("writing a producer state snapshot: {error}").into());
+    storage
+        .write_file_atomic(&producer_state::snapshot_path(&dir, offset), &contents)
+        .await
+        .map_err(snapshot_error)?;
+    let snapshots = producer_state::list_snapshots(&dir).map_err(snapshot_error)?;
+    let old = snapshots
+        .len()
+        .saturating_sub(producer_state::SNAPSHOTS_KEPT);
+    for old_offset in &snapshots[..old] {
+        storage
+            .remove_file(&producer_state::snapshot_path(&dir, *old_offset))
+            .await
+            .map_err(snapshot_error)?;
+    }
+    Ok(())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Base offsets of the `.log` files in `dir`, sorted; removes leftover `.tmp` files.
@@ -322,6 +400,9 @@ pub(crate) async fn roll(log: &PartitionLog, writer: &mut SegmentWriter) -> io::
         .map_err(io::Error::other)?;
     let dir = log.inner_dir().to_path_buf();
     let new_base = log.with_state(|state| *state.durable_end);
+    write_producer_snapshot(log, new_base)
+        .await
+        .map_err(io::Error::other)?;
     let paths = SegmentPaths::new(&dir, new_base);
     let storage = &log.context().storage;
     let file = storage.open_write(&paths.log).await?;
@@ -380,6 +461,19 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         Some(stored) => (stored.position, stored.base_offset),
         None => return Ok(log.with_state(|state| *state.next_offset)),
     };
+    // Producer snapshots past the cut describe batches about to go (the directory sync below
+    // makes their removal durable; open removes any that come back).
+    let stale_snapshots = producer_state::list_snapshots(&dir)
+        .map_err(io_error("listing producer snapshots"))?
+        .into_iter()
+        .filter(|snapshot| *snapshot > new_end);
+    for snapshot in stale_snapshots {
+        log.context()
+            .storage
+            .remove_file(&producer_state::snapshot_path(&dir, snapshot))
+            .await
+            .map_err(io_error("removing a producer snapshot"))?;
+    }
     log.lower_log_start_to(new_end).await?;
     // Drop later segments and, if the cut is in a sealed segment, make it the active one.
     let (later, old_writer) = log.with_state(|state| {
@@ -464,5 +558,13 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         // which is fine: everything it wrote was synced before the truncation.
         *state.writer = Some(writer);
     });
+    // No appends are queued: the producer state is what the remaining batches say.
+    let limits = log.config().producer_limits();
+    let producers = log
+        .with_state(|state| {
+            producer_state::rebuild(&dir, state.segments, new_end, limits, wall_clock_ms())
+        })
+        .map_err(io_error("rebuilding producer state"))?;
+    log.with_state(|state| *state.producers = producers);
     Ok(new_end)
 }
