@@ -41,6 +41,11 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// `socket.request.max.bytes`.
     pub frame_bytes_max: usize,
+    /// A request whose first byte arrived must be complete within this, or the connection is
+    /// closed (a stalled half request); also the longest a response write may stall.
+    pub request_timeout_ms: u64,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub connections_max_idle_ms: u64,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// `num.partitions` for auto-created topics and CreateTopics with -1.
@@ -91,6 +96,16 @@ type ControllerOutcome = (
     Vec<Result<(), (i16, String)>>,
     Option<Arc<MetadataSnapshot>>,
 );
+
+/// A topic config change, run on the controller against the topic's current overrides (so two
+/// concurrent changes never overwrite each other): returns the complete new set of overrides, or
+/// (error code, message).
+pub type ConfigEdit = Box<
+    dyn FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, (i16, String)> + Send,
+>;
+
+/// Per-topic results of a controller operation: `Ok` or (error code, message).
+pub type TopicResults = Vec<Result<(), (i16, String)>>;
 
 /// Result of one partition's append, sent back across shards.
 pub type AppendReply = Result<runnel_engine::AppendResult, PartitionError>;
@@ -167,6 +182,15 @@ pub enum ShardMessage {
         /// Answer (sent when woken or timed out).
         reply: flume::Sender<()>,
     },
+    /// DeleteRecords: advance the log start offset (-1: to the high watermark).
+    DeleteRecords {
+        /// Where.
+        partition: TopicPartition,
+        /// New log start offset, or -1.
+        offset: i64,
+        /// Answer: the new log start offset (low watermark).
+        reply: flume::Sender<Result<i64, PartitionError>>,
+    },
     /// To shard 0: create topics.
     CreateTopics {
         /// What to create.
@@ -180,6 +204,24 @@ pub enum ShardMessage {
         names: Vec<String>,
         /// Per-topic result.
         reply: flume::Sender<Vec<Result<(), (i16, String)>>>,
+    },
+    /// To shard 0: change topic configs.
+    AlterTopicConfigs {
+        /// Topic name and its change.
+        edits: Vec<(String, ConfigEdit)>,
+        /// Check only; persist nothing.
+        validate_only: bool,
+        /// Per-topic result.
+        reply: flume::Sender<TopicResults>,
+    },
+    /// To shard 0: raise partition counts.
+    CreatePartitions {
+        /// Topic name and its new partition count.
+        counts: Vec<(String, i32)>,
+        /// Check only; persist nothing.
+        validate_only: bool,
+        /// Per-topic result.
+        reply: flume::Sender<TopicResults>,
     },
     /// From shard 0: a new metadata snapshot; open/close owned logs, then reply.
     ApplyMetadata {
@@ -405,37 +447,95 @@ impl Shard {
     }
 
     /// Creates topics through shard 0.
-    pub async fn create_topics(&self, topics: Vec<TopicSpec>) -> Vec<Result<(), (i16, String)>> {
+    pub async fn create_topics(&self, topics: Vec<TopicSpec>) -> TopicResults {
         let count = topics.len();
-        let (reply, answer) = flume::bounded(1);
-        if self
-            .send_to(0, ShardMessage::CreateTopics { topics, reply })
+        self.ask_controller(count, |reply| ShardMessage::CreateTopics { topics, reply })
             .await
-            .is_err()
-        {
-            return vec![Err((-1, "controller unavailable".into())); count];
-        }
-        answer
-            .recv_async()
-            .await
-            .unwrap_or_else(|_| vec![Err((-1, "controller unavailable".into())); count])
     }
 
     /// Deletes topics through shard 0.
-    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<(), (i16, String)>> {
+    pub async fn delete_topics(&self, names: Vec<String>) -> TopicResults {
         let count = names.len();
-        let (reply, answer) = flume::bounded(1);
-        if self
-            .send_to(0, ShardMessage::DeleteTopics { names, reply })
+        self.ask_controller(count, |reply| ShardMessage::DeleteTopics { names, reply })
             .await
-            .is_err()
-        {
-            return vec![Err((-1, "controller unavailable".into())); count];
+    }
+
+    /// Changes topic configs through shard 0 (persisted, then applied to every live log).
+    pub async fn alter_topic_configs(
+        &self,
+        edits: Vec<(String, ConfigEdit)>,
+        validate_only: bool,
+    ) -> TopicResults {
+        let count = edits.len();
+        self.ask_controller(count, |reply| ShardMessage::AlterTopicConfigs {
+            edits,
+            validate_only,
+            reply,
+        })
+        .await
+    }
+
+    /// Raises partition counts through shard 0.
+    pub async fn create_partitions(
+        &self,
+        counts: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> TopicResults {
+        let count = counts.len();
+        self.ask_controller(count, |reply| ShardMessage::CreatePartitions {
+            counts,
+            validate_only,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends one request to the controller (shard 0) and waits for its `count` results.
+    async fn ask_controller(
+        &self,
+        count: usize,
+        message: impl FnOnce(flume::Sender<TopicResults>) -> ShardMessage,
+    ) -> TopicResults {
+        let unavailable = || vec![Err((-1, "controller unavailable".to_string())); count];
+        let (reply, answer) = flume::bounded(1);
+        if self.send_to(0, message(reply)).await.is_err() {
+            return unavailable();
         }
+        answer.recv_async().await.unwrap_or_else(|_| unavailable())
+    }
+
+    /// DeleteRecords on the owner shard: moves the log start to `offset` (-1: the high
+    /// watermark) and returns the new log start offset.
+    pub async fn delete_records(
+        &self,
+        partition: TopicPartition,
+        offset: i64,
+    ) -> Result<i64, PartitionError> {
+        let owner = self.owner(&partition);
+        if owner == self.id {
+            let log = self.local_log(&partition)?;
+            let offset = if offset == -1 {
+                log.durable_end_offset()
+            } else {
+                offset
+            };
+            return Ok(log.delete_before(offset).await?);
+        }
+        let (reply, answer) = flume::bounded(1);
+        self.send_to(
+            owner,
+            ShardMessage::DeleteRecords {
+                partition,
+                offset,
+                reply,
+            },
+        )
+        .await
+        .map_err(|error| PartitionError::Log(LogError::Io(error.into())))?;
         answer
             .recv_async()
             .await
-            .unwrap_or_else(|_| vec![Err((-1, "controller unavailable".into())); count])
+            .map_err(|_| PartitionError::Log(LogError::Closed))?
     }
 
     /// Serves this shard's inbox until shutdown. Each message runs as its own task so a slow
@@ -485,6 +585,30 @@ impl Shard {
                 self.watch(partition, offset, timeout).await;
                 let _ = reply.send(());
             }
+            ShardMessage::DeleteRecords {
+                partition,
+                offset,
+                reply,
+            } => {
+                let _ = reply.send(self.delete_records(partition, offset).await);
+            }
+            ShardMessage::AlterTopicConfigs {
+                edits,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(self.controller_alter_configs(edits, validate_only).await);
+            }
+            ShardMessage::CreatePartitions {
+                counts,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.controller_create_partitions(counts, validate_only)
+                        .await,
+                );
+            }
             ShardMessage::CreateTopics { topics, reply } => {
                 let _ = reply.send(self.controller_create(topics).await);
             }
@@ -514,7 +638,20 @@ impl Shard {
                     topic: Arc::from(name.as_str()),
                     partition,
                 };
-                if self.owner(&key) != self.id || self.logs.borrow().contains_key(&key) {
+                if self.owner(&key) != self.id {
+                    continue;
+                }
+                if let Some(log) = self.logs.borrow().get(&key) {
+                    if previous
+                        .topic(name)
+                        .is_some_and(|old| old.configs != topic.configs)
+                    {
+                        let config =
+                            crate::configs::log_config(&self.config.log_defaults, &topic.configs);
+                        if let Err(error) = log.set_config(config) {
+                            tracing::error!(topic = %name, partition, %error, "applying a topic config failed");
+                        }
+                    }
                     continue;
                 }
                 let config = crate::configs::log_config(&self.config.log_defaults, &topic.configs);
@@ -667,6 +804,113 @@ impl Shard {
         (results, Some(snapshot))
     }
 
+    /// Runs one controller change under the controller lock and publishes its snapshot.
+    async fn run_controller(
+        &self,
+        count: usize,
+        change: impl FnOnce(&mut MetadataStore) -> ControllerOutcome,
+    ) -> TopicResults {
+        let Ok(_permit) = self.controller_lock.acquire_permit(1).await else {
+            return vec![Err((-1, "controller stopped".into())); count];
+        };
+        let (results, snapshot) = {
+            let mut store_guard = self.store.borrow_mut();
+            let Some(store) = store_guard.as_mut() else {
+                return vec![Err((-1, "not the controller shard".into())); count];
+            };
+            change(store)
+        };
+        if let Some(snapshot) = snapshot {
+            self.broadcast_metadata(snapshot).await;
+        }
+        results
+    }
+
+    async fn controller_alter_configs(
+        &self,
+        edits: Vec<(String, ConfigEdit)>,
+        validate_only: bool,
+    ) -> TopicResults {
+        self.run_controller(edits.len(), |store| {
+            let mut results = Vec::with_capacity(edits.len());
+            let mut changed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            for (name, edit) in edits {
+                let Some(topic) = store.file().topics.get(&name) else {
+                    results.push(Err((3, unknown_topic(&name))));
+                    continue;
+                };
+                let current = changed.get(&name).unwrap_or(&topic.configs);
+                let outcome = edit(current).and_then(|configs| {
+                    for (config, value) in &configs {
+                        crate::configs::validate(config, value).map_err(|message| (40, message))?;
+                    }
+                    Ok(configs)
+                });
+                match outcome {
+                    Ok(configs) => {
+                        if configs != *current {
+                            changed.insert(name, configs);
+                        }
+                        results.push(Ok(()));
+                    }
+                    Err(error) => results.push(Err(error)),
+                }
+            }
+            if validate_only || changed.is_empty() {
+                return (results, None);
+            }
+            persist(store, results, |file| {
+                for (name, configs) in changed {
+                    if let Some(topic) = file.topics.get_mut(&name) {
+                        topic.configs = configs;
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    async fn controller_create_partitions(
+        &self,
+        counts: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> TopicResults {
+        self.run_controller(counts.len(), |store| {
+            let mut grown: BTreeMap<String, i32> = BTreeMap::new();
+            let results: TopicResults = counts
+                .into_iter()
+                .map(|(name, count)| {
+                    let Some(topic) = store.file().topics.get(&name) else {
+                        return Err((3, unknown_topic(&name)));
+                    };
+                    let current = topic.partitions;
+                    if count == current {
+                        return Err((37, format!("Topic already has {current} partitions.")));
+                    }
+                    if count < current {
+                        return Err((37, format!("Topic currently has {current} partitions, which is higher than the requested {count}.")));
+                    }
+                    if count > crate::metadata::PARTITIONS_MAX {
+                        return Err((37, format!("Number of partitions must be at most {}, got {count}", crate::metadata::PARTITIONS_MAX)));
+                    }
+                    grown.insert(name, count);
+                    Ok(())
+                })
+                .collect();
+            if validate_only || grown.is_empty() {
+                return (results, None);
+            }
+            persist(store, results, |file| {
+                for (name, count) in grown {
+                    if let Some(topic) = file.topics.get_mut(&name) {
+                        topic.partitions = count;
+                    }
+                }
+            })
+        })
+        .await
+    }
+
     async fn broadcast_metadata(&self, snapshot: Arc<MetadataSnapshot>) {
         let mut answers = Vec::new();
         for target in 0..self.shard_count() {
@@ -698,4 +942,25 @@ impl Shard {
             }
         }
     }
+}
+
+fn unknown_topic(name: &str) -> String {
+    format!("Topic '{name}' does not exist.")
+}
+
+/// Persists `change`; on failure every `Ok` result becomes an error and nothing is published.
+fn persist(
+    store: &mut MetadataStore,
+    mut results: TopicResults,
+    change: impl FnOnce(&mut crate::metadata::MetadataFile),
+) -> ControllerOutcome {
+    if let Err(error) = store.update(change) {
+        tracing::error!(%error, "persisting metadata failed");
+        for result in results.iter_mut().filter(|result| result.is_ok()) {
+            *result = Err((-1, format!("persisting metadata failed: {error}")));
+        }
+        return (results, None);
+    }
+    let snapshot = Arc::new(MetadataSnapshot::from_file(store.file()));
+    (results, Some(snapshot))
 }

@@ -1,13 +1,20 @@
 //! One module per Kafka API. Each handler turns a decoded request into its response; `dispatch`
 //! encodes it. Handlers run on the connection's shard and reach other shards through [`Shard`].
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use crate::codec::{self, Request};
@@ -49,6 +56,27 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<BytesMut> {
             ResponseKind::Produce(response)
         }
         RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(shard, request).await),
+        RequestKind::DescribeConfigs(request) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(shard, request).await)
+        }
+        RequestKind::AlterConfigs(request) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(shard, request).await)
+        }
+        RequestKind::IncrementalAlterConfigs(request) => ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(shard, request).await,
+        ),
+        RequestKind::DescribeCluster(request) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(shard, request))
+        }
+        RequestKind::CreatePartitions(request) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(shard, request).await)
+        }
+        RequestKind::DeleteRecords(request) => {
+            ResponseKind::DeleteRecords(delete_records::handle(shard, request).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(request) => ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(shard, request).await,
+        ),
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(list_offsets::handle(shard, request).await)
         }
