@@ -1,5 +1,7 @@
 //! `runnel`: the broker and its command-line tools. Thin: argument parsing and wiring only.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use runnel_engine::LogConfig;
 use runnel_net::frame::DEFAULT_FRAME_BYTES_MAX;
@@ -24,6 +26,15 @@ struct Cli {
 enum Command {
     /// Start a single-node broker.
     Serve(ServeArgs),
+    /// Create, describe, list, delete topics and alter their configs.
+    #[command(after_help = cli::EXIT_CODES_HELP)]
+    Topic(cli::topic::TopicArgs),
+    /// Write stdin to a topic, one record per line.
+    #[command(after_help = cli::EXIT_CODES_HELP)]
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records, one per line.
+    #[command(after_help = cli::EXIT_CODES_HELP)]
+    Consume(cli::consume::ConsumeArgs),
 }
 
 #[derive(clap::Args)]
@@ -52,6 +63,13 @@ struct ServeArgs {
     /// `socket.request.max.bytes`.
     #[arg(long, default_value_t = DEFAULT_FRAME_BYTES_MAX)]
     socket_request_max_bytes: usize,
+    /// Close a connection whose started request is not complete within this many ms (a
+    /// stalled half request), or whose response write stalls this long.
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// `connections.max.idle.ms`: close a connection with no request for this many ms.
+    #[arg(long, default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
     /// Tail cache per shard, MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib_per_shard: u64,
@@ -76,6 +94,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Topic(args) => cli::run(|| cli::topic::run(args)),
+        Command::Produce(args) => cli::run(|| cli::produce::run(args)),
+        Command::Consume(args) => cli::run(|| cli::consume::run(args)),
     }
 }
 
@@ -106,6 +127,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if shards == 0 || shards > 1024 {
         return Err(format!("--shards {shards}: must be between 1 and 1024"));
     }
+    if args.request_timeout_ms == 0 || args.connections_max_idle_ms == 0 {
+        return Err("--request-timeout-ms and --connections-max-idle-ms must be above 0".into());
+    }
     if !(1..=10_000).contains(&args.num_partitions) {
         return Err("--num-partitions must be between 1 and 10000".into());
     }
@@ -117,6 +141,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         shards,
         node_id: args.node_id,
         frame_bytes_max: args.socket_request_max_bytes,
+        request_timeout_ms: args.request_timeout_ms,
+        connections_max_idle_ms: args.connections_max_idle_ms,
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.num_partitions,
         log_defaults: LogConfig::default(),
