@@ -22,6 +22,10 @@ const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 
+/// `CreateTopicsResponse` config sources (the `DescribeConfigsResponse.ConfigSource` ids).
+const SOURCE_TOPIC_CONFIG: i8 = 1;
+const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
 /// Handles the request.
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -81,16 +85,7 @@ pub async fn handle(
                     let response = response
                         .with_num_partitions(spec.partitions)
                         .with_replication_factor(1)
-                        .with_configs(Some(
-                            spec.configs
-                                .iter()
-                                .map(|(name, value)| {
-                                    CreatableTopicConfigs::default()
-                                        .with_name(str_bytes(name))
-                                        .with_value(Some(str_bytes(value)))
-                                })
-                                .collect(),
-                        ));
+                        .with_configs(Some(topic_configs(shard, &spec.configs)));
                     match snapshot.topic(&spec.name) {
                         Some(meta) if version >= 7 => response.with_topic_id(meta.uuid()),
                         _ => response,
@@ -105,6 +100,30 @@ pub async fn handle(
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// The topic's configs as Kafka answers them from v5: every topic config with its value and
+/// where it comes from (clients such as kafka-python reject an unknown `config_source`).
+fn topic_configs(
+    shard: &Shard,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    configs::TOPIC_CONFIGS
+        .iter()
+        .map(|name| {
+            let (value, source) = match overrides.get(*name) {
+                Some(value) => (Some(value.clone()), SOURCE_TOPIC_CONFIG),
+                None => (
+                    configs::default_value(&shard.config.log_defaults, name),
+                    SOURCE_DEFAULT_CONFIG,
+                ),
+            };
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(name))
+                .with_value(value.as_deref().map(str_bytes))
+                .with_config_source(source)
+        })
+        .collect()
 }
 
 fn validate(shard: &Shard, topic: &CreatableTopic) -> Result<TopicSpec, (i16, String)> {

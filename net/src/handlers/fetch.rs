@@ -78,27 +78,18 @@ async fn read_all(
             results.push(Err(3));
             continue;
         }
-        // Past the response limit, partitions get no data (but still their offsets).
-        let budget = if total == 0 {
-            want.max_bytes
-        } else {
-            want.max_bytes.min(response_max_bytes.saturating_sub(total))
-        };
-        let plan = if budget == 0 && total > 0 {
-            shard
-                .read(want.partition.clone(), want.offset, 1)
-                .await
-                .map(|mut plan| {
-                    plan.chunks.clear();
-                    plan
-                })
-        } else {
-            shard
-                .read(want.partition.clone(), want.offset, budget.max(1))
-                .await
-        };
+        // KIP-74: only the first partition with data may exceed the limits (by one batch, so a
+        // consumer always makes progress); later partitions get data only if it fits in what is
+        // left of the response limit, and otherwise just their offsets.
+        let budget = want.max_bytes.min(response_max_bytes.saturating_sub(total));
+        let plan = shard
+            .read(want.partition.clone(), want.offset, budget.max(1))
+            .await;
         match plan {
-            Ok(plan) => {
+            Ok(mut plan) => {
+                if total > 0 && plan.len_bytes() > budget {
+                    plan.chunks.clear();
+                }
                 let high_watermark = plan.durable_end_offset;
                 let log_start = plan.log_start_offset;
                 let bytes = if plan.is_empty() {

@@ -1,18 +1,21 @@
 //! ListOffsets (2): -1 latest (high watermark; also for read_committed until transactions
-//! exist), -2 earliest, -3 max timestamp (v7+), otherwise the first offset with a timestamp at
-//! or after the one asked for.
+//! exist), -2 earliest, -3 max timestamp (v7+), -4 earliest local (v8+: the log start, as nothing
+//! is tiered), otherwise the first offset with a timestamp at or after the one asked for.
+//! Anything else (-5 latest tiered, unknown negatives) finds nothing: offset and timestamp -1.
 
-use crate::shard::{Shard, TopicPartition};
+use crate::shard::{PartitionError, Shard, TopicPartition};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use runnel_engine::TimestampMatch;
 use std::rc::Rc;
 use std::sync::Arc;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
 
 /// Handles the request.
 pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -37,30 +40,29 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
                 topic: Arc::from(name.as_str()),
                 partition: index,
             };
-            let by_time = (partition.timestamp >= 0 || partition.timestamp == MAX_TIMESTAMP)
-                .then_some(partition.timestamp);
-            let response = match shard.offsets(key, by_time.map(|ts| ts.max(0))).await {
+            let found = match partition.timestamp {
+                MAX_TIMESTAMP => max_timestamp(shard, key).await,
+                LATEST | EARLIEST | EARLIEST_LOCAL => {
+                    shard.offsets(key, None).await.map(|(offsets, _)| {
+                        let offset = match partition.timestamp {
+                            LATEST => offsets.high_watermark,
+                            _ => offsets.log_start,
+                        };
+                        Some((offset, -1))
+                    })
+                }
+                target if target >= 0 => shard
+                    .offsets(key, Some(target))
+                    .await
+                    .map(|(_, found)| found.map(|found| (found.offset, found.batch_max_timestamp))),
+                _ => Ok(None),
+            };
+            let response = match found {
                 Err(error) => response.with_error_code(error.kafka_error_code()),
-                Ok((offsets, found)) => match partition.timestamp {
-                    LATEST => response.with_offset(offsets.high_watermark),
-                    EARLIEST => response.with_offset(offsets.log_start),
-                    MAX_TIMESTAMP => {
-                        // TODO(broker issue): the offset of the record with the largest
-                        // timestamp; until then the last batch holding the newest timestamp.
-                        match found {
-                            Some(found) => response
-                                .with_offset(found.offset)
-                                .with_timestamp(found.batch_max_timestamp),
-                            None => response,
-                        }
-                    }
-                    _ => match found {
-                        Some(found) => response
-                            .with_offset(found.offset)
-                            .with_timestamp(found.batch_max_timestamp),
-                        None => response,
-                    },
-                },
+                Ok(Some((offset, timestamp))) => {
+                    response.with_offset(offset).with_timestamp(timestamp)
+                }
+                Ok(None) => response,
             };
             partitions.push(response);
         }
@@ -71,4 +73,38 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The first offset holding the log's largest timestamp, and that timestamp; `None` for a log
+/// without records (or with only negative timestamps).
+///
+/// The engine answers "first offset with a timestamp >= t" and the max timestamp of the batch it
+/// found, so the largest timestamp is searched for: each hit raises the lower bound to that
+/// batch's max timestamp, each miss lowers the upper bound. The range is the non-negative i64s,
+/// so this ends after at most 64 lookups.
+async fn max_timestamp(
+    shard: &Rc<Shard>,
+    partition: TopicPartition,
+) -> Result<Option<(i64, i64)>, PartitionError> {
+    let lookup = |target: i64| {
+        let partition = partition.clone();
+        async move {
+            Ok::<Option<TimestampMatch>, PartitionError>(
+                shard.offsets(partition, Some(target)).await?.1,
+            )
+        }
+    };
+    let Some(first) = lookup(0).await? else {
+        return Ok(None);
+    };
+    // Invariant: some record has a timestamp >= low; none has one > high.
+    let (mut low, mut high) = (first.batch_max_timestamp.max(0), i64::MAX);
+    while low < high {
+        let middle = low + (high - low) / 2 + 1;
+        match lookup(middle).await? {
+            Some(found) => low = found.batch_max_timestamp.max(middle),
+            None => high = middle - 1,
+        }
+    }
+    Ok(lookup(low).await?.map(|found| (found.offset, low)))
 }
