@@ -5,18 +5,21 @@
 //! handled one at a time in arrival order (clients may pipeline; responses leave in order).
 
 use crate::codec::{self, DecodeError};
-use crate::frame::{self, FrameError};
+use crate::fetch_response::ResponseParts;
+use crate::frame::{FrameError, FrameReader};
+use crate::handlers::Reply;
 use crate::metadata::{MetadataSnapshot, MetadataStore};
 use crate::shard::{BrokerConfig, Shard, ShardMessage, INBOX_CAPACITY};
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::messages::ApiKey;
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections one shard serves at once; more are closed on accept with a log line.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
@@ -210,8 +213,17 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
+    // A client that stops reading its responses is dropped like one that stops sending.
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(
+        shard.config.request_timeout_ms.max(1),
+    )));
+    set_send_timeout(
+        &stream,
+        Duration::from_millis(shard.config.request_timeout_ms.max(1)),
+    );
+    let mut frames = FrameReader::new(shard.config.frame_bytes_max);
     loop {
-        let frame = match frame::read_frame(&mut stream, shard.config.frame_bytes_max).await {
+        let frame = match read_request_frame(&mut stream, &mut frames, &shard.config).await {
             Ok(frame) => frame,
             Err(FrameError::Closed) => return,
             Err(error) => {
@@ -225,8 +237,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
                 ..
-            }) => Some(crate::handlers::api_versions::unsupported_version(
-                correlation_id,
+            }) => Some(Reply::Frame(
+                crate::handlers::api_versions::unsupported_version(correlation_id),
             )),
             Err(error) => {
                 tracing::warn!(%peer, %error, "closing connection after a bad request");
@@ -234,9 +246,104 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         };
         let Some(response) = response else { continue };
-        if let Err(error) = stream.write_all(&response).await {
+        let written = match response {
+            Reply::Frame(bytes) => stream.write_all(&bytes).await,
+            Reply::Parts(parts) => write_parts(&mut stream, parts).await,
+        };
+        if let Err(error) = written {
             tracing::info!(%peer, %error, "closing connection: write failed");
             return;
+        }
+    }
+}
+
+/// Writes a response made of pieces. Memory-only responses are written on the reactor; one with
+/// file pieces is sent whole from the blocking pool (`sendfile` may block on a page-cache miss).
+/// The socket's SO_SNDTIMEO (set to the request timeout) bounds a client that stops reading.
+async fn write_parts(stream: &mut TcpStream, parts: ResponseParts) -> io::Result<()> {
+    let has_files = parts
+        .chunks
+        .iter()
+        .any(|chunk| matches!(chunk, runnel_engine::ReadChunk::File(_)));
+    if !has_files {
+        for chunk in &parts.chunks {
+            if let runnel_engine::ReadChunk::Memory(bytes) = chunk {
+                stream.write_all(bytes).await?;
+            }
+        }
+        return Ok(());
+    }
+    stream.flush().await?;
+    let expected = parts.len_bytes();
+    // The stream stays borrowed (and its descriptor open) until the send completes.
+    let sent = runnel_engine::send_plan(parts.into_plan(), stream.as_raw_fd()).await?;
+    debug_assert_eq!(sent, expected);
+    Ok(())
+}
+
+/// Bounds blocking sends on the socket (the blocking-pool `sendfile` path).
+fn set_send_timeout(stream: &TcpStream, timeout: Duration) {
+    let value = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: a valid socket descriptor and a timeval of the size passed.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "setting SO_SNDTIMEO failed");
+    }
+}
+
+/// Reads the next request frame. Waiting for its first byte is bounded by
+/// `connections.max.idle.ms`; from the first byte to the last by the request timeout, so a
+/// stalled half request is dropped (each `read` is given what is left of the deadline).
+async fn read_request_frame(
+    stream: &mut TcpStream,
+    frames: &mut FrameReader,
+    config: &BrokerConfig,
+) -> Result<bytes::Bytes, FrameError> {
+    let idle_deadline = Instant::now() + Duration::from_millis(config.connections_max_idle_ms);
+    let mut request_deadline = None;
+    loop {
+        let deadline = if frames.in_frame() {
+            *request_deadline.get_or_insert_with(|| {
+                Instant::now() + Duration::from_millis(config.request_timeout_ms)
+            })
+        } else {
+            idle_deadline
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timed_out = remaining.is_zero()
+            || match stream.set_read_timeout(Some(remaining)) {
+                Ok(()) => match frames.read_some(stream).await {
+                    Ok(Some(frame)) => return Ok(frame),
+                    Ok(None) => false,
+                    Err(FrameError::Io(error)) if error.kind() == io::ErrorKind::TimedOut => true,
+                    Err(error) => return Err(error),
+                },
+                Err(error) => return Err(FrameError::Io(error.into())),
+            };
+        if timed_out {
+            return Err(if frames.in_frame() {
+                let (received, expected) = frames.progress();
+                FrameError::Incomplete {
+                    timeout_ms: config.request_timeout_ms,
+                    received,
+                    expected,
+                }
+            } else {
+                FrameError::Idle {
+                    idle_ms: config.connections_max_idle_ms,
+                }
+            });
         }
     }
 }

@@ -4,15 +4,15 @@
 //!
 //! Fetch sessions (KIP-227) are declined: `session_id` is always 0, so clients send full requests.
 //!
-//! The record bytes are copied into the response from the read plan on the blocking pool (file
-//! chunks) so a cold read never stalls the reactor. TODO(broker issue): encode the response
-//! around the plan and `sendfile` file chunks straight to the socket.
+//! Zero copy: the response is encoded around each partition's read plan
+//! ([`crate::fetch_response`]); the connection loop writes its memory pieces and `sendfile`s its
+//! file pieces from the blocking pool, so on-disk records never pass through user space and a
+//! cold read never stalls the reactor.
 
+use crate::fetch_response::{self, PartitionAnswer, ResponseParts, TopicAnswer};
 use crate::shard::{PartitionError, Shard, TopicPartition};
-use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use runnel_engine::LogError;
+use kafka_protocol::messages::{FetchRequest, TopicName};
+use runnel_engine::{LogError, ReadPlan};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +27,13 @@ struct Wanted {
     max_bytes: u64,
 }
 
-/// Handles the request.
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> FetchResponse {
+/// Handles the request; the answer is a whole response frame of `version`.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    request: FetchRequest,
+) -> ResponseParts {
     let wanted: Vec<Wanted> = request
         .topics
         .iter()
@@ -52,13 +57,17 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> FetchResponse {
         let (results, total_bytes, any_error) = read_all(shard, &wanted, response_max_bytes).await;
         let now = Instant::now();
         if total_bytes >= min_bytes || any_error || now >= deadline {
-            return build_response(&wanted, results);
+            return fetch_response::encode(
+                version,
+                correlation_id,
+                build_answers(&wanted, results),
+            );
         }
         wait_for_any(shard, &wanted, deadline - now).await;
     }
 }
 
-type PartitionResult = Result<(Bytes, i64, i64), i16>;
+type PartitionResult = Result<ReadPlan, i16>;
 
 async fn read_all(
     shard: &Rc<Shard>,
@@ -90,26 +99,8 @@ async fn read_all(
                 if total > 0 && plan.len_bytes() > budget {
                     plan.chunks.clear();
                 }
-                let high_watermark = plan.durable_end_offset;
-                let log_start = plan.log_start_offset;
-                let bytes = if plan.is_empty() {
-                    Bytes::new()
-                } else {
-                    match glommio::executor()
-                        .spawn_blocking(move || plan.to_vec())
-                        .await
-                    {
-                        Ok(bytes) => Bytes::from(bytes),
-                        Err(error) => {
-                            tracing::warn!(partition = ?want.partition, %error, "reading a fetch plan failed");
-                            any_error = true;
-                            results.push(Err(56));
-                            continue;
-                        }
-                    }
-                };
-                total += bytes.len() as u64;
-                results.push(Ok((bytes, high_watermark, log_start)));
+                total += plan.len_bytes();
+                results.push(Ok(plan));
             }
             Err(error) => {
                 any_error = true;
@@ -153,31 +144,36 @@ async fn wait_for_any(shard: &Rc<Shard>, wanted: &[Wanted], timeout: Duration) {
     drop(tasks); // cancels the remaining local watches
 }
 
-fn build_response(wanted: &[Wanted], results: Vec<PartitionResult>) -> FetchResponse {
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+fn build_answers(wanted: &[Wanted], results: Vec<PartitionResult>) -> Vec<TopicAnswer> {
+    let mut topics: Vec<TopicAnswer> = Vec::new();
     for (want, result) in wanted.iter().zip(results) {
-        let partition = PartitionData::default().with_partition_index(want.partition.partition);
-        let partition = match result {
-            Ok((bytes, high_watermark, log_start)) => partition
-                .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
-                .with_log_start_offset(log_start)
-                .with_records(Some(bytes)),
-            Err(code) => partition
-                .with_error_code(code)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_records(Some(Bytes::new())),
+        let answer = match result {
+            Ok(plan) => PartitionAnswer {
+                partition: want.partition.partition,
+                error_code: 0,
+                high_watermark: plan.durable_end_offset,
+                last_stable_offset: plan.durable_end_offset,
+                log_start_offset: plan.log_start_offset,
+                records: plan,
+            },
+            Err(code) => PartitionAnswer {
+                partition: want.partition.partition,
+                error_code: code,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: ReadPlan::default(),
+            },
         };
         match topics.last_mut() {
-            Some(topic) if topic.topic == want.topic => topic.partitions.push(partition),
-            _ => topics.push(
-                FetchableTopicResponse::default()
-                    .with_topic(want.topic.clone())
-                    .with_partitions(vec![partition]),
-            ),
+            Some(topic) if topic.name.as_str() == want.topic.0.as_str() => {
+                topic.partitions.push(answer)
+            }
+            _ => topics.push(TopicAnswer {
+                name: want.topic.0.to_string(),
+                partitions: vec![answer],
+            }),
         }
     }
-    FetchResponse::default().with_responses(topics)
+    topics
 }

@@ -18,15 +18,24 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use crate::codec::{self, Request};
+use crate::fetch_response::ResponseParts;
 use crate::shard::Shard;
 use bytes::BytesMut;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
+/// A response ready to write.
+pub enum Reply {
+    /// A whole encoded frame.
+    Frame(BytesMut),
+    /// A frame in pieces, some of them file ranges to `sendfile` (Fetch).
+    Parts(ResponseParts),
+}
+
 /// Handles one request; `None` when no response is due (Produce with acks=0) or the request
 /// cannot be answered (logged).
-pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<BytesMut> {
+pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<Reply> {
     let Request {
         api_key,
         api_version: version,
@@ -55,7 +64,10 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<BytesMut> {
             }
             ResponseKind::Produce(response)
         }
-        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(shard, request).await),
+        RequestKind::Fetch(request) => {
+            let parts = fetch::handle(shard, version, header.correlation_id, request).await;
+            return Some(Reply::Parts(parts));
+        }
         RequestKind::DescribeConfigs(request) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(shard, request).await)
         }
@@ -90,7 +102,7 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<BytesMut> {
         }
     };
     match codec::encode_response(api_key, version, header.correlation_id, &response) {
-        Ok(bytes) => Some(bytes),
+        Ok(bytes) => Some(Reply::Frame(bytes)),
         Err(error) => {
             tracing::error!(?api_key, version, %error, "encoding a response failed");
             None
