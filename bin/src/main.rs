@@ -1,6 +1,7 @@
 //! `runnel`: the broker and its command-line tools. Thin: argument parsing and wiring only.
 
 mod cli;
+mod config_file;
 
 use clap::{Parser, Subcommand};
 use runnel_engine::LogConfig;
@@ -73,6 +74,10 @@ struct ServeArgs {
     /// Tail cache per shard, MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib_per_shard: u64,
+    /// Broker-wide log defaults in Kafka's server.properties format (log.retention.hours,
+    /// log.segment.bytes, log.flush.interval.messages, message.max.bytes, ...).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -145,7 +150,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         connections_max_idle_ms: args.connections_max_idle_ms,
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.num_partitions,
-        log_defaults: LogConfig::default(),
+        log_defaults: match &args.config {
+            Some(path) => config_file::load(path)?,
+            None => LogConfig::default(),
+        },
         cache_bytes_per_shard: args.cache_mib_per_shard << 20,
     };
     let signals = block_shutdown_signals();
