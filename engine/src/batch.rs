@@ -442,6 +442,17 @@ pub fn first_offset_with_timestamp(
     base_offset: i64,
     target_ms: i64,
 ) -> Result<Option<i64>, BatchError> {
+    first_record_with_timestamp(buf, base_offset, target_ms)
+        .map(|found| found.map(|(offset, _)| offset))
+}
+
+/// Like [`first_offset_with_timestamp`], also returning that record's timestamp (the batch's max
+/// timestamp where the search is batch-granular: compressed or LogAppendTime batches).
+pub fn first_record_with_timestamp(
+    buf: &[u8],
+    base_offset: i64,
+    target_ms: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let header = BatchHeader::parse(buf).ok_or(BatchError::Truncated {
         have: buf.len(),
         need: BATCH_HEADER_LEN,
@@ -456,8 +467,8 @@ pub fn first_offset_with_timestamp(
     let batch_granular = header.has_attribute(ATTR_LOG_APPEND_TIME)
         || header.attributes.get() & ATTR_CODEC_MASK != 0;
     if batch_granular {
-        let qualifies = header.max_timestamp.get() >= target_ms;
-        return Ok(qualifies.then_some(base_offset));
+        let max_timestamp = header.max_timestamp.get();
+        return Ok((max_timestamp >= target_ms).then_some((base_offset, max_timestamp)));
     }
     let malformed = BatchError::InvalidRecordCount {
         records_count: header.records_count.get(),
@@ -474,8 +485,12 @@ pub fn first_offset_with_timestamp(
         if !(0..=header.last_offset_delta.get()).contains(&offset_delta) {
             return Err(malformed);
         }
-        if header.base_timestamp.get().saturating_add(timestamp_delta) >= target_ms {
-            return Ok(Some(base_offset.saturating_add(i64::from(offset_delta))));
+        let timestamp = header.base_timestamp.get().saturating_add(timestamp_delta);
+        if timestamp >= target_ms {
+            return Ok(Some((
+                base_offset.saturating_add(i64::from(offset_delta)),
+                timestamp,
+            )));
         }
     }
     Ok(None)
@@ -1223,6 +1238,20 @@ mod tests {
         assert_eq!(first_offset_with_timestamp(&buf, 1000, 151), Ok(Some(1002)));
         assert_eq!(first_offset_with_timestamp(&buf, 1000, 200), Ok(Some(1002)));
         assert_eq!(first_offset_with_timestamp(&buf, 1000, 201), Ok(None));
+    }
+
+    #[test]
+    fn first_record_with_timestamp_returns_the_records_own_timestamp() {
+        let records: Vec<BuildRecord<'_>> = [100, 150, 200]
+            .iter()
+            .map(|&timestamp| (None, Some(&b"v"[..]), timestamp))
+            .collect();
+        let buf = build_batch(&records);
+        assert_eq!(
+            first_record_with_timestamp(&buf, 1000, 120),
+            Ok(Some((1001, 150)))
+        );
+        assert_eq!(first_record_with_timestamp(&buf, 1000, 201), Ok(None));
     }
 
     #[test]

@@ -252,6 +252,9 @@ pub struct TimestampMatch {
     pub offset: i64,
     /// The max timestamp of the batch holding it.
     pub batch_max_timestamp: i64,
+    /// The timestamp of the record at `offset` (the batch's max timestamp for compressed or
+    /// LogAppendTime batches, where the search is batch-granular).
+    pub timestamp: i64,
 }
 
 struct PendingBatch {
@@ -715,13 +718,14 @@ impl PartitionLog {
                     let mut bytes = vec![0u8; stored.total_bytes as usize];
                     file.read_exact_at(&mut bytes, position)
                         .map_err(read_error)?;
-                    let found =
-                        batch::first_offset_with_timestamp(&bytes, stored.base_offset, target_ms)
+                    let (found, timestamp) =
+                        batch::first_record_with_timestamp(&bytes, stored.base_offset, target_ms)
                             .ok()
                             .flatten()
-                            .unwrap_or(stored.base_offset);
+                            .unwrap_or((stored.base_offset, stored.max_timestamp));
                     return Ok(Some(TimestampMatch {
                         offset: found.max(log_start),
+                        timestamp,
                         batch_max_timestamp: stored.max_timestamp,
                     }));
                 }

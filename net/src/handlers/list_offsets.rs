@@ -54,7 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
                 target if target >= 0 => shard
                     .offsets(key, Some(target))
                     .await
-                    .map(|(_, found)| found.map(|found| (found.offset, found.batch_max_timestamp))),
+                    .map(|(_, found)| found.map(|found| (found.offset, found.timestamp))),
                 _ => Ok(None),
             };
             let response = match found {
