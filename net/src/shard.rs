@@ -326,6 +326,23 @@ impl Shard {
             .ok_or(PartitionError::UnknownTopicOrPartition)
     }
 
+    /// Sends a request to the owner shard `owner` and awaits its reply; a gone shard or a
+    /// dropped reply is an error for that partition, never a hang.
+    async fn ask_owner<T>(
+        &self,
+        owner: usize,
+        message: impl FnOnce(flume::Sender<Result<T, PartitionError>>) -> ShardMessage,
+    ) -> Result<T, PartitionError> {
+        let (reply, answer) = flume::bounded(1);
+        self.send_to(owner, message(reply))
+            .await
+            .map_err(|error| PartitionError::Log(LogError::Io(error.into())))?;
+        answer
+            .recv_async()
+            .await
+            .map_err(|_| PartitionError::Log(LogError::Closed))?
+    }
+
     /// Appends on the owner shard (locally or across a channel).
     pub async fn append(&self, partition: TopicPartition, batch: Bytes) -> AppendReply {
         let owner = self.owner(&partition);
@@ -333,21 +350,12 @@ impl Shard {
             let log = self.local_log(&partition)?;
             return Ok(log.append(BytesMut::from(&batch[..])).await?);
         }
-        let (reply, answer) = flume::bounded(1);
-        self.send_to(
-            owner,
-            ShardMessage::Append {
-                partition,
-                batch,
-                reply,
-            },
-        )
+        self.ask_owner(owner, |reply| ShardMessage::Append {
+            partition,
+            batch,
+            reply,
+        })
         .await
-        .map_err(|error| PartitionError::Log(LogError::Io(error.into())))?;
-        answer
-            .recv_async()
-            .await
-            .map_err(|_| PartitionError::Log(LogError::Closed))?
     }
 
     /// Plans a read on the owner shard.
@@ -361,22 +369,13 @@ impl Shard {
         if owner == self.id {
             return Ok(self.local_log(&partition)?.read(offset, max_bytes)?);
         }
-        let (reply, answer) = flume::bounded(1);
-        self.send_to(
-            owner,
-            ShardMessage::Read {
-                partition,
-                offset,
-                max_bytes,
-                reply,
-            },
-        )
+        self.ask_owner(owner, |reply| ShardMessage::Read {
+            partition,
+            offset,
+            max_bytes,
+            reply,
+        })
         .await
-        .map_err(|error| PartitionError::Log(LogError::Io(error.into())))?;
-        answer
-            .recv_async()
-            .await
-            .map_err(|_| PartitionError::Log(LogError::Closed))?
     }
 
     /// Offsets (and optionally a timestamp lookup) on the owner shard.
@@ -389,21 +388,12 @@ impl Shard {
         if owner == self.id {
             return self.local_offsets(&partition, timestamp);
         }
-        let (reply, answer) = flume::bounded(1);
-        self.send_to(
-            owner,
-            ShardMessage::Offsets {
-                partition,
-                timestamp,
-                reply,
-            },
-        )
+        self.ask_owner(owner, |reply| ShardMessage::Offsets {
+            partition,
+            timestamp,
+            reply,
+        })
         .await
-        .map_err(|error| PartitionError::Log(LogError::Io(error.into())))?;
-        answer
-            .recv_async()
-            .await
-            .map_err(|_| PartitionError::Log(LogError::Closed))?
     }
 
     fn local_offsets(
@@ -521,21 +511,12 @@ impl Shard {
             };
             return Ok(log.delete_before(offset).await?);
         }
-        let (reply, answer) = flume::bounded(1);
-        self.send_to(
-            owner,
-            ShardMessage::DeleteRecords {
-                partition,
-                offset,
-                reply,
-            },
-        )
+        self.ask_owner(owner, |reply| ShardMessage::DeleteRecords {
+            partition,
+            offset,
+            reply,
+        })
         .await
-        .map_err(|error| PartitionError::Log(LogError::Io(error.into())))?;
-        answer
-            .recv_async()
-            .await
-            .map_err(|_| PartitionError::Log(LogError::Closed))?
     }
 
     /// Serves this shard's inbox until shutdown. Each message runs as its own task so a slow
