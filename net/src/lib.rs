@@ -14,6 +14,7 @@ pub mod codec;
 pub mod configs;
 pub mod fetch_response;
 pub mod frame;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod server;
