@@ -98,6 +98,15 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
         (_, Some(messages)) if messages == i64::MAX => config.flush = FlushPolicy::Never,
         _ => {}
     }
+    // A compact-only topic is never trimmed by time or size (Kafka's rule); until compaction
+    // exists its data is simply kept.
+    let policy = overrides
+        .get("cleanup.policy")
+        .map_or("delete", String::as_str);
+    if !policy.split(',').any(|part| part.trim() == "delete") {
+        config.retention_ms = -1;
+        config.retention_bytes = -1;
+    }
     config
 }
 
@@ -127,4 +136,31 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
         "index.interval.bytes" => defaults.index_interval_bytes.to_string(),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_only_topics_are_never_trimmed_by_retention() {
+        let defaults = LogConfig::default();
+        let compact: BTreeMap<String, String> = [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]
+        .into();
+        let config = log_config(&defaults, &compact);
+        assert_eq!((config.retention_ms, config.retention_bytes), (-1, -1));
+        let both: BTreeMap<String, String> = [
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]
+        .into();
+        assert_eq!(log_config(&defaults, &both).retention_ms, 1000);
+        assert_eq!(
+            log_config(&defaults, &BTreeMap::new()).retention_ms,
+            defaults.retention_ms
+        );
+    }
 }
