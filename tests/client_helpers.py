@@ -1,7 +1,7 @@
 """Helpers shared by the client tests: drive confluent-kafka (librdkafka) producers and
 manually-assigned consumers, and speak single raw requests with kafka-python's protocol classes.
 
-Consumers here never join a group (group APIs are a later issue): they `assign` partitions and
+Consumers here never join a group (group APIs exist but these tests use manual assignment): they `assign` partitions and
 read from explicit offsets. librdkafka insists on a `group.id` even then; it is never used for
 anything but the client's own bookkeeping (no commits, no subscribe)."""
 

@@ -1,10 +1,9 @@
 """The Apache Kafka 4.x command-line tools, unmodified (jars from Maven Central fetched by
 scripts/kafka-jars.sh, run with `java -cp`): the Kafka quickstart against runnel.
 
-`kafka-console-consumer` without `--group` still makes up a group id and subscribes, which needs
-the group coordinator APIs (FindCoordinator, JoinGroup, ...) of the consumer-group issue; until
-then the quickstart's consumer is run with `--partition 0` (manual assignment, no group), and the
-exact quickstart command is an expected failure that must start passing with groups."""
+`kafka-console-consumer` without `--group` still makes up a group id and subscribes, so the exact
+quickstart command exercises the group coordinator (FindCoordinator, JoinGroup, SyncGroup, ...);
+the `--partition 0` variant covers manual assignment without a group."""
 
 import os
 import shutil
@@ -63,8 +62,6 @@ def test_quickstart(broker):
     assert "Processed a total of 2 messages" in consumed.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="the console consumer without --partition joins a "
-                   "consumer group: FindCoordinator/JoinGroup are not served yet")
 def test_quickstart_consumer_with_its_own_group(broker):
     bootstrap = ["--bootstrap-server", broker.bootstrap]
     ok(kafka_tool(CONSOLE_PRODUCER, "--topic", "quickstart-events", *bootstrap,

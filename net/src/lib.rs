@@ -15,6 +15,7 @@ pub mod configs;
 pub mod fetch_response;
 pub mod frame;
 pub mod group;
+pub mod group_service;
 pub mod handlers;
 pub mod metadata;
 pub mod server;

@@ -230,6 +230,11 @@ pub enum ShardMessage {
         /// Acknowledgement.
         reply: flume::Sender<()>,
     },
+    /// A consumer-group operation for a group this shard coordinates.
+    Group {
+        /// Runs on this shard and sends its own answer.
+        op: crate::group_service::GroupOp,
+    },
     /// Close every log cleanly and stop.
     Shutdown {
         /// Acknowledgement.
@@ -257,6 +262,8 @@ pub struct Shard {
     controller_lock: glommio::sync::Semaphore,
     /// Producer ids handed out (shard 0 allocates; others ask it).
     next_producer_id: std::cell::Cell<i64>,
+    /// The consumer groups this shard coordinates.
+    pub groups: Rc<crate::group_service::GroupService>,
 }
 
 impl Shard {
@@ -279,7 +286,9 @@ impl Shard {
             store: RefCell::new(store),
             controller_lock: glommio::sync::Semaphore::new(1),
             next_producer_id: std::cell::Cell::new(first_producer_id(id)),
+            groups: Rc::default(),
         });
+        shard.groups.spawn_ticker();
         shard.apply_metadata(snapshot).await?;
         shard.retention.spawn(Duration::from_secs(30), 4);
         Ok(shard)
@@ -602,6 +611,7 @@ impl Shard {
                 }
                 let _ = reply.send(());
             }
+            ShardMessage::Group { op } => op(self).await,
             ShardMessage::Shutdown { reply } => {
                 self.shutdown().await;
                 let _ = reply.send(());
