@@ -95,7 +95,8 @@ def test_version_probe_and_admin_topics(broker):
         "too-many-replicas": Errors.InvalidReplicationFactorError.errno}
     dry = client.create_topics({"dry-run": {"num_partitions": 2}}, validate_only=True)
     assert dry["topics"][0]["error_code"] == 0
-    assert set(client.list_topics()) == {"orders", "defaults"}
+    # The broker creates the internal __consumer_offsets at start; Kafka lists it too.
+    assert set(client.list_topics()) == {"orders", "defaults", "__consumer_offsets"}
 
     [orders] = client.describe_topics(["orders"])
     assert orders["error_code"] == 0 and orders["is_internal"] is False
@@ -115,7 +116,7 @@ def test_version_probe_and_admin_topics(broker):
     again = client.delete_topics(["orders"], raise_errors=False)
     assert [topic["error_code"] for topic in again["topics"]] == [
         Errors.UnknownTopicOrPartitionError.errno]
-    assert set(client.list_topics()) == {"defaults"}
+    assert set(client.list_topics()) == {"defaults", "__consumer_offsets"}
     client.close()
 
 

@@ -170,6 +170,12 @@ async fn run_shard(
         }
     };
     glommio::spawn_local(shard.clone().serve_inbox(inbox)).detach();
+    if id == 0 {
+        if let Err(error) = crate::group_service::ensure_offsets_topic(&shard).await {
+            let _ = ready.send(Err(format!("shard {id}: {error}")));
+            return;
+        }
+    }
     let listener = match TcpListener::bind(config.listen) {
         Ok(listener) => listener,
         Err(error) => {

@@ -288,6 +288,7 @@ impl Shard {
             next_producer_id: std::cell::Cell::new(first_producer_id(id)),
             groups: Rc::default(),
         });
+        shard.groups.attach(&shard);
         shard.groups.spawn_ticker();
         shard.apply_metadata(snapshot).await?;
         shard.retention.spawn(Duration::from_secs(30), 4);
@@ -651,6 +652,14 @@ impl Shard {
                     .await
                     .map_err(|error| format!("opening {}: {error}", dir.display()))?;
                 self.retention.add(log.clone());
+                if name == crate::group_service::OFFSETS_TOPIC {
+                    // Rebuild the groups this partition holds before serving group requests.
+                    if let Err(error) =
+                        crate::group_service::load_partition(&self.groups, &log).await
+                    {
+                        tracing::error!(partition, %error, "loading consumer groups failed");
+                    }
+                }
                 self.logs.borrow_mut().insert(key, log);
             }
         }
@@ -718,12 +727,13 @@ impl Shard {
                 results.push(Err((36, format!("Topic '{}' already exists.", spec.name))));
                 continue;
             }
+            let internal = crate::group_service::is_internal_topic(&spec.name);
             to_create.push(TopicMeta {
                 name: spec.name,
                 id: uuid::Uuid::new_v4().to_string(),
                 partitions: spec.partitions,
                 configs: spec.configs,
-                internal: false,
+                internal,
             });
             results.push(Ok(()));
         }

@@ -1,10 +1,10 @@
 //! OffsetCommit (8): commits go to the group's coordinator shard, which fences them by
 //! generation and member. Partitions of topics that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
-//! In memory only for now (see `group_service`).
+//! Accepted commits are answered once they are durable in `__consumer_offsets`.
 
 use super::str_bytes;
 use crate::group::{CommitPartition, GroupError};
-use crate::group_service::on_coordinator;
+use crate::group_service::{on_coordinator, persist};
 use crate::shard::Shard;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -59,7 +59,7 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCo
         let generation_id = request.generation_id_or_member_epoch;
         let key = group_id.clone();
         on_coordinator(shard, &key, move |shard| async move {
-            shard.groups.with(|coordinator, now_ms| {
+            let results = shard.groups.with(|coordinator, now_ms| {
                 let result = coordinator.commit_offsets(
                     &group_id,
                     generation_id,
@@ -68,9 +68,17 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCo
                     &commits,
                     now_ms,
                 );
-                // TODO(groups): persist the accepted commits to __consumer_offsets.
                 (result, Vec::new())
-            })
+            })?;
+            // Answer only once the accepted commits are durable in __consumer_offsets.
+            let accepted = commits
+                .iter()
+                .zip(&results)
+                .filter(|(_, error)| error.is_none())
+                .map(|(commit, _)| (commit.topic.as_str(), commit.partition));
+            let records = shard.groups.offset_records(&group_id, accepted)?;
+            persist(&shard, &group_id, &records).await?;
+            Ok(results)
         })
         .await
         .unwrap_or(Err(GroupError::CoordinatorNotAvailable))

@@ -2,7 +2,7 @@
 
 use super::str_bytes;
 use crate::group::{error_code, GroupError};
-use crate::group_service::on_coordinator;
+use crate::group_service::{on_coordinator, persist};
 use crate::shard::Shard;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -34,13 +34,21 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDe
     let group_id = request.group_id.0.to_string();
     let key = group_id.clone();
     let outcome = on_coordinator(shard, &key, move |shard| async move {
-        shard.groups.with(|coordinator, _| {
-            // TODO(groups): write the offset tombstones to __consumer_offsets.
+        let results = shard.groups.with(|coordinator, _| {
             (
                 coordinator.delete_offsets(&group_id, &partitions),
                 Vec::new(),
             )
-        })
+        })?;
+        // Tombstones for the deleted offsets, durable before the answer.
+        let deleted = partitions
+            .iter()
+            .zip(&results)
+            .filter(|(_, error)| error.is_none())
+            .map(|((topic, partition), _)| (topic.as_str(), *partition));
+        let records = shard.groups.offset_records(&group_id, deleted)?;
+        persist(&shard, &group_id, &records).await?;
+        Ok(results)
     })
     .await
     .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
