@@ -159,7 +159,8 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn from_codec(codec: i16) -> Option<Compression> {
+    /// The codec named by attribute bits 0-2, or `None` for the unused values 5-7.
+    pub fn from_codec(codec: i16) -> Option<Compression> {
         match codec {
             0 => Some(Compression::None),
             1 => Some(Compression::Gzip),

@@ -290,7 +290,8 @@ fn decode_one(
     }
     let attributes = header.attributes.get();
     let codec = attributes & ATTR_CODEC_MASK;
-    let compression = codec_of(codec).ok_or(RecordError::UnknownCodec { base_offset, codec })?;
+    let compression =
+        Compression::from_codec(codec).ok_or(RecordError::UnknownCodec { base_offset, codec })?;
     let section = bytes.slice(BATCH_HEADER_LEN..);
     let records = if compression == Compression::None {
         section
@@ -333,17 +334,6 @@ fn decode_one(
         records_count,
         records,
     })
-}
-
-fn codec_of(codec: i16) -> Option<Compression> {
-    match codec {
-        0 => Some(Compression::None),
-        1 => Some(Compression::Gzip),
-        2 => Some(Compression::Snappy),
-        3 => Some(Compression::Lz4),
-        4 => Some(Compression::Zstd),
-        _ => None,
-    }
 }
 
 fn parse_record(cursor: &mut Cursor, batch: &RecordBatch) -> Result<Record, &'static str> {
