@@ -880,16 +880,11 @@ impl PartitionLog {
         }
         let storage = &self.inner.context.storage;
         for segment in &segments {
-            for path in [
-                &segment.paths.log,
-                &segment.paths.index,
-                &segment.paths.time_index,
-            ] {
-                storage
-                    .remove_file(path)
-                    .await
-                    .map_err(|error| LogError::io("deleting a segment", error))?;
-            }
+            segment
+                .paths
+                .remove_all(storage.as_ref())
+                .await
+                .map_err(|error| LogError::io("deleting a segment", error))?;
         }
         storage
             .sync_dir(&self.inner.dir)

@@ -500,16 +500,11 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
     // Newest first: a failure part way then leaves a shorter but contiguous log, never a
     // missing segment between two that recovery would trust.
     for segment in later.iter().rev() {
-        for path in [
-            &segment.paths.log,
-            &segment.paths.index,
-            &segment.paths.time_index,
-        ] {
-            storage
-                .remove_file(path)
-                .await
-                .map_err(io_error("deleting a truncated segment"))?;
-        }
+        segment
+            .paths
+            .remove_all(storage.as_ref())
+            .await
+            .map_err(io_error("deleting a truncated segment"))?;
     }
     let paths = SegmentPaths::new(&dir, segment_base);
     let writer_file = storage

@@ -35,6 +35,14 @@ impl SegmentPaths {
         }
     }
 
+    /// Removes the segment's files, log first (a file already gone is not an error).
+    pub async fn remove_all(&self, storage: &dyn crate::io::Storage) -> io::Result<()> {
+        for path in [&self.log, &self.index, &self.time_index] {
+            storage.remove_file(path).await?;
+        }
+        Ok(())
+    }
+
     /// Parses a `.log` file name back into its base offset.
     pub fn parse_log_name(name: &str) -> Option<i64> {
         let stem = name.strip_suffix(".log")?;
