@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fetches the Apache Kafka 4.x command-line tools (kafka-topics, the console producer and
-# consumer, the producer perf test) and their dependencies from Maven Central into
-# .tools/kafka-jars, for tests/test_java_tools.py (`java -cp '.tools/kafka-jars/*' <class>`).
+# consumer, the producer perf test), Kafka Streams with its WordCountDemo example, Kafka Connect
+# with the FileStream connectors, and their dependencies from Maven Central into
+# .tools/kafka-jars, for tests/test_java_tools.py, test_streams.py and test_connect.py
+# (`java -cp '.tools/kafka-jars/*' <class>`).
 # Idempotent: does nothing when the jars for the pinned pom are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
