@@ -1,13 +1,15 @@
 """Helpers shared by the client tests: drive confluent-kafka (librdkafka) producers and
 manually-assigned consumers, and speak single raw requests with kafka-python's protocol classes.
 
-Consumers here never join a group (group APIs exist but these tests use manual assignment): they `assign` partitions and
-read from explicit offsets. librdkafka insists on a `group.id` even then; it is never used for
-anything but the client's own bookkeeping (no commits, no subscribe)."""
+Consumers from `rdkafka_consumer` never join a group: they `assign` partitions and read from
+explicit offsets. librdkafka insists on a `group.id` even then; it is never used for anything but
+the client's own bookkeeping (no commits, no subscribe). `GroupMember` is the one that subscribes
+in a consumer group."""
 
 import socket
 import struct
 import time
+import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka.protocol.consumer import FetchRequest, FetchResponse
@@ -220,3 +222,97 @@ def advertised_apis(broker):
         return {api.api_key: (api.min_version, api.max_version) for api in response.api_keys}
     finally:
         connection.close()
+
+
+def new_names(prefix):
+    """A fresh (topic, group) pair, so tests sharing a broker never meet."""
+    suffix = uuid.uuid4().hex[:6]
+    return f"{prefix}-{suffix}", f"g-{prefix}-{suffix}"
+
+
+class GroupMember:
+    """One confluent-kafka consumer subscribed to `topic` in `group`. It keeps every message it
+    polled and what each rebalance callback was given. With `commit_on_revoke` it commits the
+    positions of the partitions it gives up synchronously inside the revoke callback, so the
+    next owner starts exactly after what this member consumed."""
+
+    def __init__(self, broker, group, topic, strategy=None, commit_on_revoke=False, **conf):
+        settings = {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+        if strategy is not None:
+            settings["partition.assignment.strategy"] = strategy
+        settings.update(conf)
+        self.consumer = Consumer(settings)
+        self.commit_on_revoke = commit_on_revoke
+        self.assigned, self.revoked, self.lost = [], [], []
+        self.messages, self.errors, self.commit_failures = [], [], []
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _on_assign(self, _consumer, partitions):
+        self.assigned.append(sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, _consumer, partitions):
+        self.revoked.append(sorted(tp.partition for tp in partitions))
+        if self.commit_on_revoke:
+            try:
+                self.commit(partitions)
+            except Exception as error:  # raised out of poll() it would escape pytest
+                self.commit_failures.append(error)
+
+    def _on_lost(self, _consumer, partitions):
+        self.lost.append(sorted(tp.partition for tp in partitions))
+
+    def commit(self, partitions=None):
+        """Commits (synchronously) the position after the last polled message of `partitions`
+        (default: the whole assignment); partitions with nothing consumed are left alone."""
+        where = partitions if partitions is not None else self.consumer.assignment()
+        positions = [tp for tp in self.consumer.position(where) if tp.offset >= 0]
+        if positions:
+            self.consumer.commit(offsets=positions, asynchronous=False)
+
+    def owned(self):
+        return sorted(tp.partition for tp in self.consumer.assignment())
+
+    def poll(self, timeout=0.05):
+        message = self.consumer.poll(timeout)
+        if message is None:
+            return None
+        if message.error() is not None:
+            self.errors.append(message.error())
+            return None
+        self.messages.append(message)
+        return message
+
+    def consumed(self):
+        return [(message.partition(), message.offset()) for message in self.messages]
+
+    def close(self):
+        self.consumer.close()
+
+
+def poll_members(members, done, timeout=30, poll_timeout=0.05):
+    """Polls every member in turn until `done()` holds; fails with their assignments if it does
+    not within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for member in members:
+            member.poll(poll_timeout)
+        if done():
+            return
+    raise AssertionError(f"timed out after {timeout}s; owned: {[m.owned() for m in members]}, "
+                         f"consumed: {[len(m.messages) for m in members]}")
+
+
+def poll_for(members, seconds, poll_timeout=0.05):
+    """Polls every member in turn for `seconds` (to catch records delivered twice)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        for member in members:
+            member.poll(poll_timeout)
