@@ -54,6 +54,15 @@ pub fn parse(text: &str) -> Result<LogConfig, String> {
                     _ => return Err(bad()),
                 }
             }
+            "log.cleanup.policy" => {
+                config.cleanup_policy =
+                    runnel_net::configs::parse_cleanup_policy(value).ok_or_else(bad)?
+            }
+            "log.cleaner.delete.retention.ms" => config.delete_retention_ms = int()?,
+            "log.cleaner.min.compaction.lag.ms" => config.min_compaction_lag_ms = int()?,
+            "log.cleaner.min.cleanable.ratio" => {
+                config.min_cleanable_dirty_ratio = value.parse().map_err(|_| bad())?
+            }
             "log.flush.interval.ms" => flush_interval_ms = Some(positive()?),
             "log.flush.interval.messages" => flush_messages = Some(int()?),
             _ => {
@@ -95,6 +104,21 @@ mod tests {
             FlushPolicy::IntervalMs(50)
         );
         assert_eq!(parse("").unwrap().flush, FlushPolicy::EveryCommit);
+    }
+
+    #[test]
+    fn compaction_defaults_apply() {
+        let config = parse(
+            "log.cleanup.policy=compact,delete\nlog.cleaner.delete.retention.ms=5000\n\
+             log.cleaner.min.cleanable.ratio=0.25\nlog.cleaner.min.compaction.lag.ms=7\n",
+        )
+        .unwrap();
+        assert!(config.cleanup_policy.compact && config.cleanup_policy.delete);
+        assert_eq!(config.delete_retention_ms, 5000);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.25);
+        assert_eq!(config.min_compaction_lag_ms, 7);
+        assert!(parse("log.cleanup.policy=shred").is_err());
+        assert!(parse("log.cleaner.min.cleanable.ratio=2").is_err());
     }
 
     #[test]

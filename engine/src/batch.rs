@@ -27,12 +27,14 @@ const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_LEN - BATCH_OVERHEAD) as i32;
 const MAGIC_V2: i8 = 2;
 
 /// The CRC covers everything from `attributes` to the end of the batch.
-const CRC_START: usize = offset_of!(BatchHeader, attributes);
+pub(crate) const CRC_START: usize = offset_of!(BatchHeader, attributes);
 
-const ATTR_CODEC_MASK: i16 = 0x07;
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+pub(crate) const ATTR_CODEC_MASK: i16 = 0x07;
+pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+pub(crate) const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub(crate) const ATTR_CONTROL: i16 = 0x20;
+/// KIP-534: the cleaner has set this batch's delete horizon, stored in `baseTimestamp`.
+pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// `producerId`, `producerEpoch` and `baseSequence` of a batch sent without idempotence.
 const NO_PRODUCER_ID: i64 = -1;
@@ -306,6 +308,24 @@ impl BatchError {
 /// `lastOffsetDelta`; control bit; producer fields. Only the header is interpreted, records are
 /// not parsed. Never panics and never allocates.
 pub fn validate_batch(buf: &[u8], limits: &ValidationLimits) -> Result<BatchInfo, BatchError> {
+    validate(buf, limits, CountRule::Exact)
+}
+
+/// How `recordsCount` must relate to `lastOffsetDelta`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CountRule {
+    /// A batch fresh from a producer: `recordsCount == lastOffsetDelta + 1 > 0`.
+    Exact,
+    /// A stored batch, which the cleaner may have thinned (even to no records) while keeping its
+    /// offset range: `0 <= recordsCount <= lastOffsetDelta + 1`.
+    AtMost,
+}
+
+fn validate(
+    buf: &[u8],
+    limits: &ValidationLimits,
+    count_rule: CountRule,
+) -> Result<BatchInfo, BatchError> {
     let header = BatchHeader::parse(buf).ok_or(BatchError::Truncated {
         have: buf.len(),
         need: BATCH_HEADER_LEN,
@@ -333,7 +353,7 @@ pub fn validate_batch(buf: &[u8], limits: &ValidationLimits) -> Result<BatchInfo
     }
     check_crc(header, buf)?;
     let compression = header.compression()?;
-    check_record_count(header)?;
+    check_record_count(header, count_rule)?;
     let control = header.has_attribute(ATTR_CONTROL);
     if control && !limits.allow_control {
         return Err(BatchError::ControlBatchFromClient);
@@ -356,6 +376,10 @@ pub fn validate_batch(buf: &[u8], limits: &ValidationLimits) -> Result<BatchInfo
 }
 
 /// Reads the batch that starts at `buf[0]` during recovery; `buf` may continue past it.
+///
+/// A stored batch may hold fewer records than its offset range (the cleaner removed some, or
+/// all: Kafka keeps such empty batches for producer state), so `recordsCount` may be anything
+/// from 0 to `lastOffsetDelta + 1`.
 ///
 /// Returns `Ok(Some(info))` for a complete valid batch (control batches allowed), `Ok(None)` when
 /// `buf` ends before the batch does (a torn tail: shorter than 12 bytes, or than
@@ -386,7 +410,7 @@ pub fn scan_batch(buf: &[u8], max_batch_bytes: usize) -> Result<Option<BatchInfo
         max_batch_bytes,
         allow_control: true,
     };
-    validate_batch(batch, &limits).map(Some)
+    validate(batch, &limits, CountRule::AtMost).map(Some)
 }
 
 /// Writes the broker-assigned base offset. It lies outside the CRC, so the CRC stays valid.
@@ -431,7 +455,7 @@ pub fn read_base_offset(buf: &[u8]) -> i64 {
 /// `base_offset` the base offset assigned to it. Returns `Ok(None)` if no record qualifies.
 ///
 /// * LogAppendTime batches: every record's timestamp is `max_timestamp`.
-/// * Compressed batches cannot be read here (the engine has no codecs), so the answer is
+/// * Compressed batches are not decompressed here (a lookup must stay cheap), so the answer is
 ///   batch-granular: `base_offset` if `max_timestamp >= target_ms`. That never skips a qualifying
 ///   record, but may point at earlier records of the same batch.
 /// * Uncompressed batches: records are parsed up to the first match. A malformed records section
@@ -574,7 +598,7 @@ fn total_len_of(batch_length: i32) -> usize {
     BATCH_OVERHEAD + batch_length.unsigned_abs() as usize
 }
 
-fn header_mut(buf: &mut [u8]) -> &mut BatchHeader {
+pub(crate) fn header_mut(buf: &mut [u8]) -> &mut BatchHeader {
     assert!(
         buf.len() >= BATCH_HEADER_LEN,
         "batch header needs {BATCH_HEADER_LEN} bytes, have {}",
@@ -595,11 +619,19 @@ fn check_crc(header: &BatchHeader, buf: &[u8]) -> Result<(), BatchError> {
     Ok(())
 }
 
-fn check_record_count(header: &BatchHeader) -> Result<(), BatchError> {
+fn check_record_count(header: &BatchHeader, rule: CountRule) -> Result<(), BatchError> {
     let records_count = header.records_count.get();
     let last_offset_delta = header.last_offset_delta.get();
-    // records_count > 0 first, so records_count - 1 cannot overflow.
-    if records_count <= 0 || last_offset_delta != records_count - 1 {
+    let valid = match rule {
+        // records_count > 0 first, so records_count - 1 cannot overflow.
+        CountRule::Exact => records_count > 0 && last_offset_delta == records_count - 1,
+        CountRule::AtMost => {
+            records_count >= 0
+                && last_offset_delta >= 0
+                && i64::from(records_count) <= i64::from(last_offset_delta) + 1
+        }
+    };
+    if !valid {
         return Err(BatchError::InvalidRecordCount {
             records_count,
             last_offset_delta,
@@ -645,7 +677,7 @@ fn encode_record(
 }
 
 /// Appends `value` as a zigzag LEB128 varlong; for values in i32 range this is also the varint.
-fn put_varlong(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     while zigzag >= 0x80 {
         out.push((zigzag as u8) | 0x80);
@@ -656,7 +688,7 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
 
 /// Why reading the records section stopped.
 #[derive(Debug, PartialEq, Eq)]
-enum RecordError {
+pub(crate) enum RecordError {
     /// A varint or record ran past the end of the section.
     Truncated { have: usize, need: usize },
     /// Overlong varint, value out of range, or negative length.
@@ -673,13 +705,13 @@ impl RecordError {
 }
 
 /// Bounds-checked reader over a records section.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Cursor { buf, pos: 0 }
     }
 
@@ -703,7 +735,7 @@ impl<'a> Cursor<'a> {
         Ok((timestamp_delta, offset_delta))
     }
 
-    fn skip(&mut self, count: usize) -> Result<(), RecordError> {
+    pub(crate) fn skip(&mut self, count: usize) -> Result<(), RecordError> {
         let remaining = self.buf.len() - self.pos;
         if count > remaining {
             return Err(RecordError::Truncated {
@@ -715,13 +747,25 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    fn varint(&mut self) -> Result<i32, RecordError> {
+    /// Takes the next `count` bytes.
+    pub(crate) fn take(&mut self, count: usize) -> Result<&'a [u8], RecordError> {
+        let start = self.pos;
+        self.skip(count)?;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    /// Bytes not yet read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<i32, RecordError> {
         let raw = self.unsigned_leb128(VARINT_BYTES_MAX)?;
         let raw = u32::try_from(raw).map_err(|_| RecordError::Malformed)?;
         Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
     }
 
-    fn varlong(&mut self) -> Result<i64, RecordError> {
+    pub(crate) fn varlong(&mut self) -> Result<i64, RecordError> {
         let raw = self.unsigned_leb128(VARLONG_BYTES_MAX)?;
         Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
     }
@@ -980,6 +1024,37 @@ mod tests {
             BatchError::TrailingBytes { extra },
             87,
         );
+    }
+
+    #[test]
+    fn stored_batches_may_hold_fewer_records_than_their_offset_range() {
+        // What the cleaner leaves: 4 offsets, 2 (or 0) records. A producer may not send it.
+        for records_count in [0, 2, 4] {
+            let buf = edited(UNCOMPRESSED, |header| {
+                header.records_count.set(records_count)
+            });
+            let info = scan_batch(&buf, 1 << 20)
+                .expect("a thinned stored batch is valid")
+                .expect("whole");
+            assert_eq!(
+                (info.records_count, info.last_offset_delta),
+                (records_count, 3)
+            );
+        }
+        for records_count in [-1, 5] {
+            let buf = edited(UNCOMPRESSED, |header| {
+                header.records_count.set(records_count)
+            });
+            assert_eq!(
+                scan_batch(&buf, 1 << 20),
+                Err(BatchError::InvalidRecordCount {
+                    records_count,
+                    last_offset_delta: 3,
+                })
+            );
+        }
+        let thinned = edited(UNCOMPRESSED, |header| header.records_count.set(2));
+        assert!(validate_batch(&thinned, &client_limits()).is_err());
     }
 
     #[test]

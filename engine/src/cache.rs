@@ -135,6 +135,18 @@ impl TailCache {
         }
     }
 
+    /// Drops batches that begin below `offset` (the cleaner rewrote that part of the log, so
+    /// the cached copies are stale).
+    pub fn discard_below(&mut self, offset: i64) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|batch| batch.base_offset < offset)
+        {
+            self.evict_oldest();
+        }
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
         while self.evict_oldest() {}

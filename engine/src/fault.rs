@@ -222,4 +222,18 @@ impl Storage for FaultyStorage {
             self.inner.sync_dir(dir).await
         })
     }
+
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            self.state.borrow_mut().check(FaultKind::Any)?;
+            self.inner.rename(from, to).await?;
+            // The file's unsynced changes move with it; whatever `to` held is gone.
+            let mut state = self.state.borrow_mut();
+            state.undo.remove(to);
+            if let Some(records) = state.undo.remove(from) {
+                state.undo.insert(to.to_path_buf(), records);
+            }
+            Ok(())
+        })
+    }
 }

@@ -51,6 +51,12 @@ pub trait Storage {
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
     /// Makes directory entries (creations, removals, renames) durable.
     fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+    /// Renames `from` to `to`, atomically replacing `to` if it exists; durable once the
+    /// directory is synced. The default is a plain `rename(2)`; wrappers that track files
+    /// (fault injection) override it.
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move { std::fs::rename(from, to) })
+    }
 }
 
 /// The production storage: glommio `DmaFile`s.

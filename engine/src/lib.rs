@@ -1,7 +1,8 @@
 //! runnel-engine: the durable partition log.
 //!
 //! Owns record-batch validation, segments, offset and time indexes, the per-shard tail cache,
-//! retention and crash recovery. Knows nothing about networking or the cluster.
+//! retention, compaction (the cleaner) and crash recovery. Knows nothing about networking or the
+//! cluster.
 //!
 //! Every [`PartitionLog`] lives on exactly one shard (one glommio executor thread) and is never
 //! touched from another (it is `!Send`); the [`ReadPlan`]s it hands out are `Send`, so the shard
@@ -9,6 +10,8 @@
 
 pub mod batch;
 pub mod cache;
+pub mod codec;
+pub mod compact;
 pub mod fault;
 pub mod index;
 pub mod io;
@@ -22,8 +25,9 @@ pub mod segment;
 mod writer;
 
 pub use cache::CacheBudget;
+pub use compact::{CleanSummary, CleanerConfig};
 pub use log::{
-    AppendResult, FlushPolicy, LogConfig, LogContext, LogError, PartitionLog, TimestampMatch,
-    TimestampType,
+    AppendResult, CleanupPolicy, FlushPolicy, LogConfig, LogContext, LogError, PartitionLog,
+    TimestampMatch, TimestampType,
 };
 pub use plan::{send_plan, send_plan_blocking, FileRange, ReadChunk, ReadPlan};

@@ -61,6 +61,28 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// `cleanup.policy`: what removes old data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// `delete`: `retention.ms` and `retention.bytes` delete old segments.
+    pub delete: bool,
+    /// `compact`: the cleaner keeps the latest record of each key (`compact.rs`).
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Kafka's default, `delete`.
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+    /// `compact`.
+    pub const COMPACT: CleanupPolicy = CleanupPolicy {
+        delete: false,
+        compact: true,
+    };
+}
+
 /// Per-log settings (Kafka topic configs where they exist).
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -92,6 +114,15 @@ pub struct LogConfig {
     /// Idempotent producers remembered per partition; beyond it the least recently appending
     /// one is forgotten (and its next batch accepted at any sequence, as a new producer's).
     pub producers_max: usize,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: a tombstone stays at least this long after the cleaner first
+    /// passed over it, so a consumer reading from the start sees it.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean once the uncleaned share of the log reaches this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a segment is cleaned only once its newest record is this old.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl LogConfig {
@@ -114,6 +145,12 @@ impl LogConfig {
         }
         if self.producer_id_expiration_ms < 1 || self.producers_max == 0 {
             return invalid("producer expiration and producer bounds must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return invalid("min.cleanable.dirty.ratio must be between 0 and 1");
+        }
+        if self.delete_retention_ms < 0 || self.min_compaction_lag_ms < 0 {
+            return invalid("delete.retention.ms and min.compaction.lag.ms must not be negative");
         }
         Ok(())
     }
@@ -142,6 +179,10 @@ impl Default for LogConfig {
             write_bytes_max: 1 << 20,
             producer_id_expiration_ms: 24 * 3600 * 1000,
             producers_max: 10_000,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -316,6 +357,11 @@ struct LogInner {
     state: RefCell<LogState>,
     notify: Rc<Notify>,
     io_lock: glommio::sync::Semaphore,
+    /// Serializes changes to the set of sealed segments: retention, DeleteRecords, truncation,
+    /// the cleaner's segment swap and close. Taken after `io_lock` where both are held.
+    segments_lock: glommio::sync::Semaphore,
+    /// The cleaner's progress (`compact.rs`).
+    compact: RefCell<crate::compact::CompactState>,
 }
 
 impl Drop for LogInner {
@@ -362,6 +408,7 @@ impl PartitionLog {
             producers: recovered.producers,
         };
         let notify = Rc::new(Notify::default());
+        let compact = crate::compact::CompactState::load(&dir, state.log_start, state.next_offset);
         let inner = Rc::new(LogInner {
             dir,
             config: RefCell::new(config),
@@ -369,6 +416,8 @@ impl PartitionLog {
             state: RefCell::new(state),
             notify: notify.clone(),
             io_lock: glommio::sync::Semaphore::new(1),
+            segments_lock: glommio::sync::Semaphore::new(1),
+            compact: RefCell::new(compact),
         });
         glommio::spawn_local(flusher(Rc::downgrade(&inner), notify)).detach();
         Ok(PartitionLog { inner })
@@ -600,7 +649,23 @@ impl PartitionLog {
         Ok(plan)
     }
 
+    /// The file range to read from `offset`. A cleaned segment may hold no batch at or after
+    /// `offset` (its last records were compacted away): the read then continues in the next
+    /// segment, so a reader is never stuck on an empty answer below the end.
     fn plan_file_read(&self, offset: i64, max_bytes: u64) -> Result<Option<FileRange>, LogError> {
+        let mut offset = offset;
+        let segments = self.segment_count();
+        for _ in 0..segments {
+            match self.plan_segment_read(offset, max_bytes)? {
+                SegmentRead::Found(range) => return Ok(Some(range)),
+                SegmentRead::Nothing => return Ok(None),
+                SegmentRead::ContinueAt(next_offset) => offset = next_offset,
+            }
+        }
+        Ok(None)
+    }
+
+    fn plan_segment_read(&self, offset: i64, max_bytes: u64) -> Result<SegmentRead, LogError> {
         let (segment_base, file, end, next_offset) = {
             let state = self.inner.state.borrow();
             let Some(segment) = state
@@ -611,7 +676,7 @@ impl PartitionLog {
                 .filter(|segment| offset < segment.next_offset)
                 .or_else(|| state.segments.range(offset + 1..).next().map(|(_, s)| s))
             else {
-                return Ok(None);
+                return Ok(SegmentRead::Nothing);
             };
             (
                 segment.base_offset,
@@ -623,14 +688,19 @@ impl PartitionLog {
         let index = self.segment_index(segment_base)?;
         let offset = offset.max(segment_base);
         if offset >= next_offset {
-            return Ok(None);
+            return Ok(SegmentRead::Nothing);
         }
         let relative = u32::try_from(offset - segment_base).unwrap_or(u32::MAX);
         let start = u64::from(index.lookup_offset(relative).position);
         let read_error = |error| LogError::io("reading batch headers", error);
         let Some(first) = segment::find_batch(&file, start, end, offset).map_err(read_error)?
         else {
-            return Ok(None);
+            let is_active = self.inner.state.borrow().active().base_offset == segment_base;
+            return Ok(if is_active {
+                SegmentRead::Nothing
+            } else {
+                SegmentRead::ContinueAt(next_offset)
+            });
         };
         let target_end = first.position.saturating_add(max_bytes);
         let mut range_end = first.position + first.total_bytes;
@@ -651,7 +721,7 @@ impl PartitionLog {
             }
             range_end = position;
         }
-        Ok(Some(FileRange {
+        Ok(SegmentRead::Found(FileRange {
             file,
             position: first.position,
             length: range_end - first.position,
@@ -756,6 +826,7 @@ impl PartitionLog {
         if offset <= log_start {
             return Ok(log_start);
         }
+        let _permit = self.segments_permit().await?;
         let checkpoint = encode_checkpoint(offset);
         let path = self.inner.dir.join(LOG_START_CHECKPOINT);
         self.inner
@@ -772,8 +843,8 @@ impl PartitionLog {
     }
 
     /// Deletes sealed segments wholly below the log start, past `retention.ms` (by their newest
-    /// timestamp) or beyond `retention.bytes`, oldest first, at most `segments_max` of them.
-    /// Returns how many.
+    /// timestamp) or beyond `retention.bytes` (both only under `cleanup.policy` `delete`), oldest
+    /// first, at most `segments_max` of them. Returns how many.
     pub async fn apply_retention(
         &self,
         now_ms: i64,
@@ -785,9 +856,15 @@ impl PartitionLog {
                 return Err(LogError::Closed);
             }
         }
+        let _permit = self.segments_permit().await?;
         let (retention_ms, retention_bytes) = {
             let config = self.inner.config.borrow();
-            (config.retention_ms, config.retention_bytes)
+            // Compact-only topics are never trimmed by time or size (Kafka's rule).
+            if config.cleanup_policy.delete {
+                (config.retention_ms, config.retention_bytes)
+            } else {
+                (-1, -1)
+            }
         };
         // Learn the newest timestamp of the oldest sealed segments (cheap: the index footer).
         if retention_ms >= 0 {
@@ -837,7 +914,7 @@ impl PartitionLog {
         Ok(deleted)
     }
 
-    fn sealed_max_timestamp(&self, base: i64) -> Result<i64, LogError> {
+    pub(crate) fn sealed_max_timestamp(&self, base: i64) -> Result<i64, LogError> {
         let index_path = SegmentPaths::new(&self.inner.dir, base).index;
         if let Ok(bytes) = std::fs::read(&index_path) {
             if let Ok(footer) = index::decode_footer(&bytes) {
@@ -918,6 +995,7 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .map_err(|_| LogError::Closed)?;
+        let _segments_permit = self.segments_permit().await?;
         self.inner.state.borrow().check_writable()?;
         let (log_start, next_offset) = {
             let state = self.inner.state.borrow();
@@ -934,8 +1012,10 @@ impl PartitionLog {
             });
         }
         let result = crate::recovery::truncate_tail(self, offset).await;
-        if let Err(LogError::Io(reason)) = &result {
-            self.poison(reason.clone());
+        match &result {
+            Err(LogError::Io(reason)) => self.poison(reason.clone()),
+            Err(_) => {}
+            Ok(new_end) => self.inner.compact.borrow_mut().truncated_to(*new_end),
         }
         result
     }
@@ -980,6 +1060,7 @@ impl PartitionLog {
             cache: &mut state.cache,
             loaded_indexes: &mut state.loaded_indexes,
             producers: &mut state.producers,
+            log_start: &mut state.log_start,
         };
         f(&mut view)
     }
@@ -988,7 +1069,25 @@ impl PartitionLog {
         self.inner.config.borrow().index_interval_bytes
     }
 
-    fn poison(&self, reason: Arc<str>) {
+    /// Holds the sealed-segment set still (see `LogInner::segments_lock`).
+    pub(crate) async fn segments_permit(&self) -> Result<glommio::sync::Permit<'_>, LogError> {
+        self.inner
+            .segments_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)
+    }
+
+    /// Whether the log still accepts maintenance: not poisoned, closing or closed.
+    pub(crate) fn check_maintainable(&self) -> Result<(), LogError> {
+        self.inner.state.borrow().check_writable()
+    }
+
+    pub(crate) fn compact_state(&self) -> &RefCell<crate::compact::CompactState> {
+        &self.inner.compact
+    }
+
+    pub(crate) fn poison(&self, reason: Arc<str>) {
         let mut state = self.inner.state.borrow_mut();
         if state.poisoned.is_none() {
             tracing::error!(
@@ -1020,6 +1119,8 @@ impl PartitionLog {
             .acquire_permit(1)
             .await
             .map_err(|_| LogError::Closed)?;
+        // Wait for a segment swap in progress: once closed, the directory may be reopened.
+        let _segments_permit = self.segments_permit().await?;
         let poisoned = self.inner.state.borrow().poisoned.clone();
         let writer = self.inner.state.borrow_mut().writer.take();
         let result = match (writer, poisoned) {
@@ -1054,6 +1155,15 @@ impl PartitionLog {
     }
 }
 
+/// What one segment has for a read (see `plan_file_read`).
+enum SegmentRead {
+    Found(FileRange),
+    /// No data at or after the offset anywhere.
+    Nothing,
+    /// This segment's batches end before the offset; the next segment starts here.
+    ContinueAt(i64),
+}
+
 /// Mutable pieces of the log state, for the recovery module's truncation and sealing.
 pub(crate) struct LogStateView<'a> {
     pub segments: &'a mut BTreeMap<i64, Segment>,
@@ -1063,6 +1173,7 @@ pub(crate) struct LogStateView<'a> {
     pub cache: &'a mut TailCache,
     pub loaded_indexes: &'a mut VecDeque<i64>,
     pub producers: &'a mut ProducerStateTable,
+    pub log_start: &'a mut i64,
 }
 
 /// Records that a sealed segment's indexes are loaded, unloading the least recently loaded ones

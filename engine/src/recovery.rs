@@ -12,7 +12,7 @@ use crate::index::{SegmentFooter, SegmentIndex};
 use crate::io::{write_file_atomic_blocking, BLOCK_BYTES};
 use crate::log::{self, LogConfig, LogContext, LogError, PartitionLog};
 use crate::producer_state::{self, ProducerStateTable};
-use crate::segment::{self, Segment, SegmentPaths};
+use crate::segment::{self, OffsetGaps, Segment, SegmentPaths};
 use crate::writer::SegmentWriter;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -42,6 +42,8 @@ pub(crate) async fn recover(
     context: &LogContext,
 ) -> Result<Recovered, LogError> {
     std::fs::create_dir_all(dir).map_err(open_error(dir, "creating the log directory"))?;
+    // A clean interrupted by a crash: drop its unfinished output, or finish its segment swap.
+    crate::compact::finish_interrupted_clean(dir, context.storage.as_ref()).await?;
     let mut bases = list_segments(dir).map_err(open_error(dir, "listing segments"))?;
     let marker = log::clean_shutdown_marker(dir);
     let clean = marker.exists();
@@ -244,6 +246,7 @@ async fn open_active(
                 base_offset,
                 file_bytes,
                 config.index_interval_bytes,
+                OffsetGaps::Reject,
             )
             .map_err(open_error(dir, "scanning the active segment"))?;
             if scan.valid_bytes < file_bytes && scan.stopped_at_zeros {
@@ -340,9 +343,12 @@ pub(crate) fn load_sealed_index(
         segment.base_offset,
         segment.size_bytes,
         interval,
+        OffsetGaps::Allow,
     )
     .map_err(|error| LogError::Io(format!("rebuilding an index: {error}").into()))?;
-    if scan.valid_bytes != segment.size_bytes || scan.next_offset != segment.next_offset {
+    // A cleaned segment may end below its successor's base (its last records were compacted
+    // away); batches past the successor's base, or bytes that do not scan, are corruption.
+    if scan.valid_bytes != segment.size_bytes || scan.next_offset > segment.next_offset {
         tracing::error!(
             segment = %segment.paths.log.display(),
             valid_bytes = scan.valid_bytes,
@@ -457,8 +463,11 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
     let start = u64::from(index.lookup_offset(relative).position);
     let found = segment::find_batch(&file, start, size_bytes, offset)
         .map_err(io_error("finding the truncation point"))?;
+    // In a cleaned segment `offset` may fall in a gap (its records were compacted away): the
+    // log then ends at `offset` itself, before the next batch or after the segment's last one.
     let (cut_position, new_end) = match found {
-        Some(stored) => (stored.position, stored.base_offset),
+        Some(stored) => (stored.position, stored.base_offset.min(offset)),
+        None if segment_base != active_base => (size_bytes, offset),
         None => return Ok(log.with_state(|state| *state.next_offset)),
     };
     // Producer snapshots past the cut describe batches about to go (the directory sync below
@@ -534,8 +543,12 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         segment_base,
         cut_position,
         log.index_interval_bytes(),
+        OffsetGaps::Allow,
     )
     .map_err(io_error("re-indexing the truncated segment"))?;
+    // A cleaned segment must not stay active: recovery checks an active segment's offsets for
+    // continuity and would cut it at its first gap. Seal it again at the new end.
+    let reseal = scan.offset_gaps || scan.next_offset < new_end;
     let tail_block =
         read_tail_block(&file, cut_position).map_err(io_error("reading the tail block"))?;
     let writer = SegmentWriter::new(writer_file, cut_position, tail_block, cut_position);
@@ -561,5 +574,13 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         })
         .map_err(io_error("rebuilding producer state"))?;
     log.with_state(|state| *state.producers = producers);
+    if reseal {
+        let mut writer = log
+            .with_state(|state| state.writer.take())
+            .ok_or_else(|| LogError::Io("truncation left no writer".into()))?;
+        let rolled = roll(log, &mut writer).await;
+        log.with_state(|state| *state.writer = Some(writer));
+        rolled.map_err(io_error("sealing the truncated cleaned segment"))?;
+    }
     Ok(new_end)
 }

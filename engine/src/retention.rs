@@ -1,6 +1,7 @@
 //! The per-shard retention task: every interval it walks the shard's logs and deletes expired or
 //! excess sealed segments, a bounded number per log per pass, so a pass never monopolises the
-//! shard. Runs on the shard that owns the logs.
+//! shard. The same set of logs feeds the shard's cleaner task (`compact.rs`). Runs on the shard
+//! that owns the logs.
 
 use crate::log::PartitionLog;
 use std::cell::RefCell;
@@ -48,6 +49,17 @@ impl RetentionSet {
             glommio::yield_if_needed().await;
         }
         deleted
+    }
+
+    /// Spawns this shard's cleaner task over the set's compacted logs (`compact.rs`): it cleans
+    /// one log at a time and sleeps `config.backoff_ms` when none needs it, until the set is
+    /// dropped.
+    pub fn spawn_cleaner(&self, config: crate::compact::CleanerConfig) {
+        glommio::spawn_local(crate::compact::run_cleaner(
+            Rc::downgrade(&self.logs),
+            config,
+        ))
+        .detach();
     }
 
     /// Spawns the background task: a pass every `interval` until the set is dropped.

@@ -99,15 +99,30 @@ pub struct ScanResult {
     /// The scan stopped at a zero batch length: preallocated space after the data, the normal
     /// end of an active segment that was not closed cleanly.
     pub stopped_at_zeros: bool,
+    /// Some batch started above where the previous one ended (only with [`OffsetGaps::Allow`]).
+    pub offset_gaps: bool,
 }
 
-/// Reads every batch of a segment file, checking length, CRC and offset continuity, and rebuilds
-/// its indexes. Stops at the first torn, zero-filled or invalid batch; reads `file_bytes` at most.
+/// Whether a scan accepts a batch that starts above where the previous one ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetGaps {
+    /// Every batch must start where the previous one ended: an appended segment, where a base
+    /// offset that does not continue (it lies outside the CRC) means a damaged or misplaced batch.
+    Reject,
+    /// Offsets must increase but may skip: a sealed segment the cleaner rewrote, which dropped
+    /// whole batches (see `compact.rs`).
+    Allow,
+}
+
+/// Reads every batch of a segment file, checking length, CRC and offset order (see
+/// [`OffsetGaps`]), and rebuilds its indexes. Stops at the first torn, zero-filled or invalid
+/// batch; reads `file_bytes` at most.
 pub fn scan_segment(
     file: &File,
     base_offset: i64,
     file_bytes: u64,
     index_interval_bytes: u64,
+    gaps: OffsetGaps,
 ) -> io::Result<ScanResult> {
     const CHUNK_BYTES: usize = 1 << 20;
     let mut index = SegmentIndex::new();
@@ -116,17 +131,23 @@ pub fn scan_segment(
     let mut cursor = 0usize; // index into buffer of the next batch
     let mut expected_offset = base_offset;
     let mut stopped_at_zeros = false;
+    let mut offset_gaps = false;
     let stopped_by = loop {
         let position = buffer_position + cursor as u64;
         let available = &buffer[cursor..];
         match batch::scan_batch(available, STORED_BATCH_BYTES_MAX) {
             Ok(Some(info)) => {
                 let found_offset = batch::read_base_offset(available);
-                if found_offset != expected_offset {
+                let in_order = match gaps {
+                    OffsetGaps::Reject => found_offset == expected_offset,
+                    OffsetGaps::Allow => found_offset >= expected_offset,
+                };
+                if !in_order {
                     break Some(format!(
                         "batch at position {position} has base offset {found_offset}, expected {expected_offset}"
                     ));
                 }
+                offset_gaps |= found_offset != expected_offset;
                 let relative_offset = u32::try_from(found_offset - base_offset)
                     .map_err(|_| io::Error::other("segment spans more than 2^32 offsets"))?;
                 let relative_position = u32::try_from(position)
@@ -171,6 +192,7 @@ pub fn scan_segment(
         index,
         stopped_by,
         stopped_at_zeros,
+        offset_gaps,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Topic configs: Kafka names and string values mapped onto engine settings, with the broker
 //! defaults DescribeConfigs reports.
 
-use runnel_engine::{FlushPolicy, LogConfig, TimestampType};
+use runnel_engine::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 use std::collections::BTreeMap;
 
 /// Topic configs this broker understands, with how to validate them.
@@ -17,6 +17,9 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "flush.messages",
     "flush.ms",
     "index.interval.bytes",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
 ];
 
 /// Checks one config name/value pair; the error is the message for INVALID_CONFIG (40).
@@ -30,9 +33,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         }
     };
     match name {
-        "cleanup.policy" => match value {
-            "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
-            _ => Err(format!(
+        "cleanup.policy" => match parse_cleanup_policy(value) {
+            Some(_) => Ok(()),
+            None => Err(format!(
                 "Invalid value {value} for configuration cleanup.policy"
             )),
         },
@@ -52,7 +55,13 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 Ok(())
             }
         }),
-        "segment.ms" | "flush.ms" => number(0),
+        "segment.ms" | "flush.ms" | "delete.retention.ms" | "min.compaction.lag.ms" => number(0),
+        "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(()),
+            _ => Err(format!(
+                "Invalid value {value} for configuration {name}: must be a number between 0 and 1"
+            )),
+        },
         "max.message.bytes" => number(0),
         "min.insync.replicas" | "flush.messages" | "index.interval.bytes" => number(1),
         _ => Err(format!("Unknown topic config name: {name}")),
@@ -98,22 +107,68 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
         (_, Some(messages)) if messages == i64::MAX => config.flush = FlushPolicy::Never,
         _ => {}
     }
-    // A compact-only topic is never trimmed by time or size (Kafka's rule); until compaction
-    // exists its data is simply kept.
-    let policy = overrides
+    // A compact-only topic is never trimmed by time or size: the engine applies retention only
+    // under `delete` (Kafka's rule), and cleans under `compact`.
+    if let Some(policy) = overrides
         .get("cleanup.policy")
-        .map_or("delete", String::as_str);
-    if !policy.split(',').any(|part| part.trim() == "delete") {
-        config.retention_ms = -1;
-        config.retention_bytes = -1;
+        .and_then(|value| parse_cleanup_policy(value))
+    {
+        config.cleanup_policy = policy;
+    }
+    if let Some(value) = get("delete.retention.ms") {
+        config.delete_retention_ms = value.max(0);
+    }
+    if let Some(value) = get("min.compaction.lag.ms") {
+        config.min_compaction_lag_ms = value.max(0);
+    }
+    if let Some(ratio) = overrides
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|value| value.parse::<f64>().ok())
+        .filter(|ratio| (0.0..=1.0).contains(ratio))
+    {
+        config.min_cleanable_dirty_ratio = ratio;
     }
     config
+}
+
+/// `cleanup.policy`: `delete`, `compact`, or both (a comma-separated list, either order).
+pub fn parse_cleanup_policy(value: &str) -> Option<CleanupPolicy> {
+    let mut policy = CleanupPolicy {
+        delete: false,
+        compact: false,
+    };
+    for part in value.split(',') {
+        match part.trim() {
+            "delete" => policy.delete = true,
+            "compact" => policy.compact = true,
+            _ => return None,
+        }
+    }
+    Some(policy)
+}
+
+/// The Kafka spelling of a cleanup policy.
+pub fn cleanup_policy_name(policy: CleanupPolicy) -> &'static str {
+    match (policy.compact, policy.delete) {
+        (true, true) => "compact,delete",
+        (true, false) => "compact",
+        _ => "delete",
+    }
+}
+
+/// Whether a topic with these configs (over `defaults`) is compacted: its records need keys.
+pub fn is_compacted(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> bool {
+    overrides
+        .get("cleanup.policy")
+        .and_then(|value| parse_cleanup_policy(value))
+        .unwrap_or(defaults.cleanup_policy)
+        .compact
 }
 
 /// The broker default of a topic config, as DescribeConfigs shows it.
 pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
     Some(match name {
-        "cleanup.policy" => "delete".into(),
+        "cleanup.policy" => cleanup_policy_name(defaults.cleanup_policy).into(),
         "retention.ms" => defaults.retention_ms.to_string(),
         "retention.bytes" => defaults.retention_bytes.to_string(),
         "segment.bytes" => defaults.segment_bytes.to_string(),
@@ -134,6 +189,9 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
             FlushPolicy::Never => i64::MAX.to_string(),
         },
         "index.interval.bytes" => defaults.index_interval_bytes.to_string(),
+        "delete.retention.ms" => defaults.delete_retention_ms.to_string(),
+        "min.cleanable.dirty.ratio" => defaults.min_cleanable_dirty_ratio.to_string(),
+        "min.compaction.lag.ms" => defaults.min_compaction_lag_ms.to_string(),
         _ => return None,
     })
 }
@@ -142,25 +200,68 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
     #[test]
-    fn compact_only_topics_are_never_trimmed_by_retention() {
+    fn cleanup_policies_map_to_the_engine() {
         let defaults = LogConfig::default();
-        let compact: BTreeMap<String, String> = [
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("retention.ms".to_string(), "1000".to_string()),
-        ]
-        .into();
-        let config = log_config(&defaults, &compact);
-        assert_eq!((config.retention_ms, config.retention_bytes), (-1, -1));
-        let both: BTreeMap<String, String> = [
-            ("cleanup.policy".to_string(), "compact,delete".to_string()),
-            ("retention.ms".to_string(), "1000".to_string()),
-        ]
-        .into();
-        assert_eq!(log_config(&defaults, &both).retention_ms, 1000);
-        assert_eq!(
-            log_config(&defaults, &BTreeMap::new()).retention_ms,
-            defaults.retention_ms
+        let compact = log_config(
+            &defaults,
+            &overrides(&[("cleanup.policy", "compact"), ("retention.ms", "1000")]),
         );
+        assert_eq!(compact.cleanup_policy, CleanupPolicy::COMPACT);
+        assert_eq!(
+            compact.retention_ms, 1000,
+            "kept, but unused without delete"
+        );
+        let both = log_config(
+            &defaults,
+            &overrides(&[("cleanup.policy", "delete,compact")]),
+        );
+        assert!(both.cleanup_policy.compact && both.cleanup_policy.delete);
+        assert_eq!(
+            log_config(&defaults, &BTreeMap::new()).cleanup_policy,
+            CleanupPolicy::DELETE
+        );
+        assert!(validate("cleanup.policy", "compact, delete").is_ok());
+        assert!(validate("cleanup.policy", "compact,shred").is_err());
+        assert!(is_compacted(
+            &defaults,
+            &overrides(&[("cleanup.policy", "compact")])
+        ));
+        let compact_defaults = LogConfig {
+            cleanup_policy: CleanupPolicy::COMPACT,
+            ..LogConfig::default()
+        };
+        assert!(is_compacted(&compact_defaults, &BTreeMap::new()));
+        assert_eq!(
+            default_value(&compact_defaults, "cleanup.policy").as_deref(),
+            Some("compact")
+        );
+    }
+
+    #[test]
+    fn compaction_settings_are_validated_and_applied() {
+        let config = log_config(
+            &LogConfig::default(),
+            &overrides(&[
+                ("delete.retention.ms", "1500"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("min.compaction.lag.ms", "20"),
+            ]),
+        );
+        assert_eq!(config.delete_retention_ms, 1500);
+        assert_eq!(config.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(config.min_compaction_lag_ms, 20);
+        config.validate().expect("valid");
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "x").is_err());
+        assert!(validate("delete.retention.ms", "-1").is_err());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
     }
 }

@@ -1,18 +1,22 @@
 //! Record batch v2 for the client side: encoding records to produce, decoding fetched batches.
 //!
-//! The broker never parses records (the engine validates headers and CRCs only); a client must.
+//! The broker's append path never parses records (it validates headers and CRCs only); a client
+//! must.
 //! Decoding trusts nothing in the fetched bytes: every length and count is checked against the
 //! bytes that remain, CRCs are verified (as Kafka consumers do with `check.crcs=true`), and
 //! decompression stops at a byte budget the caller names, so a hostile or broken broker can make
 //! a decode fail but cannot make it allocate more than that budget plus the input.
 //!
 //! Compressed batches (gzip, snappy in raw and xerial framing, lz4 frame, zstd) are decompressed
-//! here because other producers (librdkafka, the Java client) send them; the client itself only
-//! produces uncompressed batches. Pure functions over bytes: runs on any thread.
+//! here, with the engine's codecs (`runnel_engine::codec`, which its log cleaner uses too),
+//! because other producers (librdkafka, the Java client) send them. [`encode_batch`] writes
+//! uncompressed batches; [`encode_batch_with`] adds a codec (snappy in xerial framing and lz4
+//! frames with independent 64 KiB blocks, as the Java client writes them) and the idempotent
+//! producer fields. Pure functions over bytes: runs on any thread.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use runnel_engine::batch::{BatchHeader, Compression, BATCH_HEADER_LEN, BATCH_OVERHEAD};
-use std::io::Read;
+use runnel_engine::codec;
 
 /// Smallest legal `batchLength`: the header after `batchLength`, with no records.
 const BATCH_LENGTH_MIN: usize = BATCH_HEADER_LEN - BATCH_OVERHEAD;
@@ -28,9 +32,6 @@ const VARLONG_BYTES_MAX: usize = 10;
 /// Smallest possible record: length, attributes, timestamp delta, offset delta, key length,
 /// value length, header count, one byte each.
 const RECORD_BYTES_MIN: usize = 7;
-/// Java's snappy-java framing: magic, then version and compatible version (i32 each).
-const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
-const XERIAL_HEADER_LEN: usize = 16;
 
 /// One record header: a key (a string in Kafka, kept as bytes here) and a nullable value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +138,14 @@ pub enum RecordError {
         base_offset: i64,
         /// What was wrong.
         reason: &'static str,
+    },
+    /// Compressing a batch to produce failed (only [`encode_batch_with`]).
+    #[error("{codec:?} compression failed: {reason}")]
+    Compress {
+        /// The codec.
+        codec: Compression,
+        /// The encoder's message.
+        reason: String,
     },
 }
 
@@ -297,17 +306,19 @@ fn decode_one(
         section
     } else {
         let output =
-            decompress(compression, &section, *budget_bytes).map_err(|error| match error {
-                DecompressError::TooLarge => RecordError::TooLarge {
-                    base_offset,
-                    budget_bytes: *budget_bytes,
+            codec::decompress(compression, &section, *budget_bytes).map_err(
+                |error| match error {
+                    codec::CodecError::TooLarge { .. } => RecordError::TooLarge {
+                        base_offset,
+                        budget_bytes: *budget_bytes,
+                    },
+                    codec::CodecError::Codec { reason, .. } => RecordError::Decompress {
+                        base_offset,
+                        codec: compression,
+                        reason,
+                    },
                 },
-                DecompressError::Codec(reason) => RecordError::Decompress {
-                    base_offset,
-                    codec: compression,
-                    reason,
-                },
-            })?;
+            )?;
         *budget_bytes -= output.len();
         Bytes::from(output)
     };
@@ -378,91 +389,29 @@ fn parse_record(cursor: &mut Cursor, batch: &RecordBatch) -> Result<Record, &'st
     })
 }
 
-enum DecompressError {
-    TooLarge,
-    Codec(String),
+/// How [`encode_batch_with`] writes a batch beyond its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Codec of the records section.
+    pub compression: Compression,
+    /// Idempotent producer id (from InitProducerId), or -1.
+    pub producer_id: i64,
+    /// Its epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence of the first record in this partition for this producer id, or -1.
+    pub base_sequence: i32,
 }
 
-/// Decompresses a records section into at most `budget_bytes` bytes.
-fn decompress(
-    codec: Compression,
-    input: &[u8],
-    budget_bytes: usize,
-) -> Result<Vec<u8>, DecompressError> {
-    match codec {
-        Compression::None => Ok(input.to_vec()),
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(input), budget_bytes),
-        Compression::Snappy if input.starts_with(XERIAL_MAGIC) => {
-            xerial_decompress(input, budget_bytes)
-        }
-        Compression::Snappy => {
-            let mut output = Vec::new();
-            snappy_block(input, budget_bytes, &mut output)?;
-            Ok(output)
-        }
-        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), budget_bytes),
-        Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(|error| DecompressError::Codec(error.to_string()))?;
-            read_bounded(decoder, budget_bytes)
+impl Default for BatchOptions {
+    /// Uncompressed, not idempotent.
+    fn default() -> BatchOptions {
+        BatchOptions {
+            compression: Compression::None,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
         }
     }
-}
-
-/// Reads a decoder to its end, failing once it yields more than `budget_bytes`.
-fn read_bounded(decoder: impl Read, budget_bytes: usize) -> Result<Vec<u8>, DecompressError> {
-    let mut output = Vec::new();
-    let limit = u64::try_from(budget_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    decoder
-        .take(limit)
-        .read_to_end(&mut output)
-        .map_err(|error| DecompressError::Codec(error.to_string()))?;
-    if output.len() > budget_bytes {
-        return Err(DecompressError::TooLarge);
-    }
-    Ok(output)
-}
-
-/// Appends one raw snappy block, checking its declared length against the budget first.
-fn snappy_block(
-    block: &[u8],
-    budget_bytes: usize,
-    output: &mut Vec<u8>,
-) -> Result<(), DecompressError> {
-    let length = snap::raw::decompress_len(block)
-        .map_err(|error| DecompressError::Codec(error.to_string()))?;
-    if length > budget_bytes.saturating_sub(output.len()) {
-        return Err(DecompressError::TooLarge);
-    }
-    let start = output.len();
-    output.resize(start + length, 0);
-    let written = snap::raw::Decoder::new()
-        .decompress(block, &mut output[start..])
-        .map_err(|error| DecompressError::Codec(error.to_string()))?;
-    output.truncate(start + written);
-    Ok(())
-}
-
-/// snappy-java's framing: a 16-byte header, then blocks of `i32 length` + raw snappy.
-fn xerial_decompress(input: &[u8], budget_bytes: usize) -> Result<Vec<u8>, DecompressError> {
-    let mut rest = input
-        .get(XERIAL_HEADER_LEN..)
-        .ok_or_else(|| DecompressError::Codec("xerial header truncated".into()))?;
-    let mut output = Vec::new();
-    while !rest.is_empty() {
-        let (length, after) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| DecompressError::Codec("xerial block length truncated".into()))?;
-        let length = usize::try_from(i32::from_be_bytes(*length))
-            .ok()
-            .filter(|length| *length <= after.len())
-            .ok_or_else(|| DecompressError::Codec("xerial block length out of range".into()))?;
-        snappy_block(&after[..length], budget_bytes, &mut output)?;
-        rest = &after[length..];
-    }
-    Ok(output)
 }
 
 /// Encodes an uncompressed record batch v2 with base offset 0, no producer id (-1 fields) and a
@@ -470,6 +419,18 @@ fn xerial_decompress(input: &[u8], budget_bytes: usize) -> Result<Vec<u8>, Decom
 ///
 /// Panics if `records` is empty or holds more than `i32::MAX` records (caller bugs).
 pub fn encode_batch(records: &[NewRecord]) -> Bytes {
+    encode_batch_with(records, &BatchOptions::default())
+        .expect("an uncompressed batch always encodes")
+}
+
+/// [`encode_batch`] with a codec and idempotent producer fields. Fails only if the codec's
+/// encoder does (never for [`Compression::None`]).
+///
+/// Panics if `records` is empty or holds more than `i32::MAX` records (caller bugs).
+pub fn encode_batch_with(
+    records: &[NewRecord],
+    options: &BatchOptions,
+) -> Result<Bytes, RecordError> {
     assert!(
         !records.is_empty(),
         "a record batch needs at least one record"
@@ -487,13 +448,13 @@ pub fn encode_batch(records: &[NewRecord]) -> Bytes {
     out.put_i32(-1); // partition leader epoch
     out.put_i8(2); // magic
     out.put_u32(0); // CRC, filled in below
-    out.put_i16(0); // attributes: no compression, CreateTime
+    out.put_i16(codec_of(options.compression)); // attributes: the codec, CreateTime
     out.put_i32(records_count - 1);
     out.put_i64(base_timestamp);
     out.put_i64(max_timestamp);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
+    out.put_i64(options.producer_id);
+    out.put_i16(options.producer_epoch);
+    out.put_i32(options.base_sequence);
     out.put_i32(records_count);
     debug_assert_eq!(out.len(), BATCH_HEADER_LEN);
     let mut body = Vec::new();
@@ -508,11 +469,34 @@ pub fn encode_batch(records: &[NewRecord]) -> Bytes {
         put_varlong(&mut out, body.len() as i64);
         out.extend_from_slice(&body);
     }
+    if options.compression != Compression::None {
+        let compressed =
+            compress(options.compression, &out[BATCH_HEADER_LEN..]).map_err(|reason| {
+                RecordError::Compress {
+                    codec: options.compression,
+                    reason,
+                }
+            })?;
+        out.truncate(BATCH_HEADER_LEN);
+        out.extend_from_slice(&compressed);
+    }
     let batch_length = i32::try_from(out.len() - BATCH_OVERHEAD).expect("batch under 2 GiB");
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out.freeze()
+    Ok(out.freeze())
+}
+
+/// Attribute bits 0-2 for `compression` (the inverse of `Compression::from_codec`).
+fn codec_of(compression: Compression) -> i16 {
+    codec::codec_bits(compression)
+}
+
+/// Compresses a records section the way the Java client does for each codec (snappy in
+/// snappy-java's xerial framing).
+fn compress(compression: Compression, input: &[u8]) -> Result<Vec<u8>, String> {
+    codec::compress(compression, input, codec::SnappyFraming::Xerial)
+        .map_err(|error| error.to_string())
 }
 
 fn encoded_size_hint(records: &[NewRecord]) -> usize {
@@ -810,7 +794,7 @@ mod tests {
 
     fn xerial(data: &[u8]) -> Vec<u8> {
         // snappy-java's layout: magic, version 1, compatible version 1, then 2 blocks.
-        let mut out = XERIAL_MAGIC.to_vec();
+        let mut out = codec::XERIAL_MAGIC.to_vec();
         out.extend_from_slice(&1i32.to_be_bytes());
         out.extend_from_slice(&1i32.to_be_bytes());
         let (first, second) = data.split_at(data.len() / 2);
@@ -858,6 +842,67 @@ mod tests {
             );
             assert!(decode_batches(&data, plain_records_len).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn every_codec_encodes_and_round_trips_with_producer_fields() {
+        let records = sample_records();
+        let expected = decode_all(&encode_batch(&records)).unwrap();
+        // Large enough for several snappy and lz4 blocks.
+        let big: Vec<NewRecord> = (0..40)
+            .map(|index| record(None, Some(&[index as u8; 4000]), 1_000 + index))
+            .collect();
+        let big_expected = decode_all(&encode_batch(&big)).unwrap();
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let options = BatchOptions {
+                compression,
+                producer_id: 77,
+                producer_epoch: 3,
+                base_sequence: 12,
+            };
+            let batch = encode_batch_with(&records, &options).expect("encodes");
+            let info = validate_batch(&batch, &ValidationLimits::default()).expect("valid");
+            assert_eq!(info.compression, compression);
+            assert_eq!(
+                (info.producer_id, info.producer_epoch, info.base_sequence),
+                (77, 3, 12)
+            );
+            assert_eq!(info.records_count, 4);
+            assert_eq!(
+                decode_all(&batch).as_ref(),
+                Ok(&expected),
+                "{compression:?}"
+            );
+            let big_batch = encode_batch_with(&big, &options).expect("encodes");
+            assert_eq!(decode_all(&big_batch), Ok(big_expected.clone()));
+            if compression != Compression::None {
+                assert!(
+                    big_batch.len() < 40 * 4000 / 4,
+                    "{compression:?} compresses"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_frames_use_what_kafkas_reader_accepts() {
+        let options = BatchOptions {
+            compression: Compression::Lz4,
+            ..BatchOptions::default()
+        };
+        let batch = encode_batch_with(&sample_records(), &options).unwrap();
+        let frame = &batch[BATCH_HEADER_LEN..];
+        assert_eq!(&frame[..4], &0x184D_2204u32.to_le_bytes(), "magic");
+        // FLG: version 01, block independence, no content size, no checksums.
+        assert_eq!(frame[4], 0b0110_0000);
+        // BD: 64 KiB blocks.
+        assert_eq!(frame[5], 4 << 4);
     }
 
     #[test]

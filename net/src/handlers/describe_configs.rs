@@ -39,6 +39,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// What Kafka says about one topic config.
@@ -64,7 +65,7 @@ const TOPIC_CONFIG_INFO: &[TopicConfigInfo] = &[
         broker_name: "log.cleanup.policy",
         kafka_value: "delete",
         broker_default: Some("delete"),
-        doc: "delete: remove old segments by time or size; compact: (not implemented yet) keep the latest value per key.",
+        doc: "delete: remove old segments by time or size; compact: keep the latest record of each key.",
     },
     TopicConfigInfo {
         name: "retention.ms",
@@ -145,6 +146,30 @@ const TOPIC_CONFIG_INFO: &[TopicConfigInfo] = &[
         kafka_value: "4096",
         broker_default: Some("4096"),
         doc: "Bytes between offset index entries.",
+    },
+    TopicConfigInfo {
+        name: "delete.retention.ms",
+        config_type: TYPE_LONG,
+        broker_name: "log.cleaner.delete.retention.ms",
+        kafka_value: "86400000",
+        broker_default: Some("86400000"),
+        doc: "How long a tombstone stays in a compacted topic after the cleaner first passed over it.",
+    },
+    TopicConfigInfo {
+        name: "min.cleanable.dirty.ratio",
+        config_type: TYPE_DOUBLE,
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        kafka_value: "0.5",
+        broker_default: Some("0.5"),
+        doc: "The share of a compacted log not yet cleaned at which the cleaner takes it up.",
+    },
+    TopicConfigInfo {
+        name: "min.compaction.lag.ms",
+        config_type: TYPE_LONG,
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        kafka_value: "0",
+        broker_default: Some("0"),
+        doc: "How old a record must be before the cleaner may remove it.",
     },
 ];
 

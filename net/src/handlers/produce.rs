@@ -13,6 +13,9 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 const INVALID_RECORD: i16 = 87;
+/// Largest records section decompressed to check a compacted topic's keys; a batch inflating past
+/// it is refused (a decompression bomb).
+const KEY_CHECK_DECOMPRESSED_BYTES_MAX: usize = 32 << 20;
 
 /// Handles the request.
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) -> ProduceResponse {
@@ -23,6 +26,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) ->
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let known = snapshot.topic(&name).map(|meta| meta.partitions);
+        let compacted = snapshot.topic(&name).is_some_and(|meta| {
+            crate::configs::is_compacted(&shard.config.log_defaults, &meta.configs)
+        });
         let mut pending = Vec::with_capacity(topic.partition_data.len());
         for partition in topic.partition_data {
             let index = partition.index;
@@ -31,7 +37,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) ->
             } else if known.is_none_or(|count| index < 0 || index >= count) {
                 Some(UNKNOWN_TOPIC_OR_PARTITION)
             } else {
-                check_records(version, partition.records.as_deref())
+                check_records(version, partition.records.as_deref()).or_else(|| {
+                    compacted
+                        .then(|| check_keys(partition.records.as_deref()))
+                        .flatten()
+                })
             };
             let task = match (early_error, partition.records) {
                 (None, Some(records)) => {
@@ -79,6 +89,21 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) ->
         );
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+/// A compacted topic takes only keyed records (Kafka: "Compacted topic cannot accept message
+/// without key"). A batch that fails validation is left to the engine, which reports why.
+fn check_keys(records: Option<&[u8]>) -> Option<i16> {
+    let records = records?;
+    let limits = runnel_engine::batch::ValidationLimits {
+        max_batch_bytes: usize::MAX,
+        allow_control: false,
+    };
+    runnel_engine::batch::validate_batch(records, &limits).ok()?;
+    match runnel_engine::compact::has_keyless_record(records, KEY_CHECK_DECOMPRESSED_BYTES_MAX) {
+        Ok(false) => None,
+        Ok(true) | Err(_) => Some(INVALID_RECORD),
+    }
 }
 
 /// Checks that need the request version: zstd needs Produce v7+.
