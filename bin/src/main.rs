@@ -6,6 +6,8 @@ mod config_file;
 use clap::{Parser, Subcommand};
 use runnel_engine::LogConfig;
 use runnel_net::frame::DEFAULT_FRAME_BYTES_MAX;
+use runnel_net::group::GroupLimits;
+use runnel_net::group_service::GroupConfig;
 use runnel_net::server::Broker;
 use runnel_net::shard::BrokerConfig;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,9 +35,12 @@ enum Command {
     /// Write stdin to a topic, one record per line.
     #[command(after_help = cli::EXIT_CODES_HELP)]
     Produce(cli::produce::ProduceArgs),
-    /// Print a topic's records, one per line.
+    /// Print a topic's records, one per line (alone, or as a member of a consumer group).
     #[command(after_help = cli::EXIT_CODES_HELP)]
     Consume(cli::consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    #[command(after_help = cli::EXIT_CODES_HELP)]
+    Group(cli::group::GroupArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +83,27 @@ struct ServeArgs {
     /// log.segment.bytes, log.flush.interval.messages, message.max.bytes, ...).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// `offsets.retention.minutes`: a consumer group's committed offsets expire this long after
+    /// the group became empty (by commit time for groups without members).
+    #[arg(long, default_value_t = 10_080)]
+    offsets_retention_minutes: u64,
+    /// Testing knob: offset retention in milliseconds; overrides --offsets-retention-minutes.
+    #[arg(long)]
+    offsets_retention_ms: Option<u64>,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
+    #[arg(long, default_value_t = 600_000)]
+    offsets_retention_check_interval_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a new group's first rebalance waits for
+    /// more members.
+    #[arg(long, default_value_t = 3_000)]
+    group_initial_rebalance_delay_ms: u32,
+    /// `log.cleaner.backoff.ms`: how long a shard's log cleaner sleeps when no compacted
+    /// partition needs cleaning.
+    #[arg(long, default_value_t = 15_000)]
+    log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the cleaners' key maps, split among shards.
+    #[arg(long, default_value_t = 128 << 20)]
+    log_cleaner_dedupe_buffer_size: u64,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +129,7 @@ fn main() -> ExitCode {
         Command::Topic(args) => cli::run(|| cli::topic::run(args)),
         Command::Produce(args) => cli::run(|| cli::produce::run(args)),
         Command::Consume(args) => cli::run(|| cli::consume::run(args)),
+        Command::Group(args) => cli::run(|| cli::group::run(args)),
     }
 }
 
@@ -112,6 +139,24 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         .map_err(|error| format!("bad address {address}: {error}"))?
         .next()
         .ok_or_else(|| format!("address {address} resolves to nothing"))
+}
+
+fn group_config(args: &ServeArgs) -> Result<GroupConfig, String> {
+    let retention_ms = match args.offsets_retention_ms {
+        Some(ms) => ms,
+        None => args.offsets_retention_minutes.saturating_mul(60_000),
+    };
+    if retention_ms == 0 || args.offsets_retention_check_interval_ms == 0 {
+        return Err("offset retention and its check interval must be above 0".into());
+    }
+    Ok(GroupConfig {
+        limits: GroupLimits {
+            initial_rebalance_delay_ms: i64::from(args.group_initial_rebalance_delay_ms),
+            ..GroupLimits::default()
+        },
+        offsets_retention_ms: i64::try_from(retention_ms).unwrap_or(i64::MAX),
+        offsets_retention_check_interval_ms: args.offsets_retention_check_interval_ms,
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -156,6 +201,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             None => LogConfig::default(),
         },
         cache_bytes_per_shard: args.cache_mib_per_shard << 20,
+        groups: group_config(&args)?,
+        cleaner: runnel_engine::CleanerConfig {
+            backoff_ms: args.log_cleaner_backoff_ms.max(1),
+            dedupe_buffer_bytes: (args.log_cleaner_dedupe_buffer_size / shards as u64).max(1 << 20),
+            ..runnel_engine::CleanerConfig::default()
+        },
     };
     let signals = block_shutdown_signals();
     let broker = Broker::start(config)?;

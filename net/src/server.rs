@@ -216,9 +216,8 @@ async fn run_shard(
 
 async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map_or_else(|| "unknown".to_string(), |addr| addr.to_string());
     // A client that stops reading its responses is dropped like one that stops sending.
     let _ = stream.set_write_timeout(Some(Duration::from_millis(
         shard.config.request_timeout_ms.max(1),
@@ -238,7 +237,9 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         };
         let response = match codec::decode_request(frame) {
-            Ok(request) => crate::handlers::dispatch(&shard, request).await,
+            Ok(request) => {
+                crate::handlers::dispatch(&shard, peer_addr.map(|addr| addr.ip()), request).await
+            }
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,

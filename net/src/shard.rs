@@ -54,6 +54,10 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// Tail cache bytes per shard.
     pub cache_bytes_per_shard: u64,
+    /// Each shard's log cleaner (compacted topics).
+    pub cleaner: runnel_engine::CleanerConfig,
+    /// Consumer-group coordinator settings (limits, offset retention).
+    pub groups: crate::group_service::GroupConfig,
 }
 
 /// A topic-partition.
@@ -275,6 +279,9 @@ impl Shard {
         store: Option<MetadataStore>,
         snapshot: Arc<MetadataSnapshot>,
     ) -> Result<Rc<Shard>, String> {
+        let groups = Rc::new(crate::group_service::GroupService::new(
+            config.groups.clone(),
+        ));
         let shard = Rc::new(Shard {
             id,
             log_context: LogContext::direct(config.cache_bytes_per_shard),
@@ -286,12 +293,13 @@ impl Shard {
             store: RefCell::new(store),
             controller_lock: glommio::sync::Semaphore::new(1),
             next_producer_id: std::cell::Cell::new(first_producer_id(id)),
-            groups: Rc::default(),
+            groups,
         });
         shard.groups.attach(&shard);
         shard.groups.spawn_ticker();
         shard.apply_metadata(snapshot).await?;
         shard.retention.spawn(Duration::from_secs(30), 4);
+        shard.retention.spawn_cleaner(shard.config.cleaner.clone());
         Ok(shard)
     }
 
@@ -624,6 +632,7 @@ impl Shard {
     /// topics that are gone.
     async fn apply_metadata(&self, snapshot: Arc<MetadataSnapshot>) -> Result<(), String> {
         let previous = self.metadata.replace(snapshot.clone());
+        let mut group_loads = Vec::new();
         for (name, topic) in &snapshot.topics {
             for partition in 0..topic.partitions {
                 let key = TopicPartition {
@@ -653,15 +662,17 @@ impl Shard {
                     .map_err(|error| format!("opening {}: {error}", dir.display()))?;
                 self.retention.add(log.clone());
                 if name == crate::group_service::OFFSETS_TOPIC {
-                    // Rebuild the groups this partition holds before serving group requests.
-                    if let Err(error) =
-                        crate::group_service::load_partition(&self.groups, &log).await
-                    {
-                        tracing::error!(partition, %error, "loading consumer groups failed");
-                    }
+                    group_loads.push((partition, log.clone()));
                 }
                 self.logs.borrow_mut().insert(key, log);
             }
+        }
+        // Groups are rebuilt in the background once every log is open (a long replay must not
+        // slow the opening down); meanwhile their requests get COORDINATOR_LOAD_IN_PROGRESS.
+        // The inbox is not served before this at start, and a partition created later is
+        // empty, so nothing is answered from a partition not yet marked.
+        for (partition, log) in group_loads {
+            self.groups.spawn_load(partition, log);
         }
         let gone: Vec<TopicPartition> = self
             .logs

@@ -13,7 +13,7 @@ use super::records::{GroupMetadataValue, MemberMetadataValue};
 use super::{
     Effect, GroupDescription, GroupError, GroupLimits, GroupListing, GroupState, HeartbeatRequest,
     JoinMember, JoinRequest, JoinResponse, LeaveMember, LeaveResponse, MemberDescription, Protocol,
-    RequestToken, SyncRequest, SyncResponse,
+    RequestToken, StorePurpose, SyncRequest, SyncResponse,
 };
 
 /// Longest prefix (client id or instance id) put in front of a generated member id.
@@ -82,6 +82,8 @@ fn protocols_bytes(protocols: &[Protocol]) -> usize {
 pub(super) struct Group {
     pub(super) group_id: String,
     pub(super) state: GroupState,
+    /// When the group entered its state; -1 when unknown (restored from an old record). The
+    /// retention clock of an empty group starts here.
     pub(super) state_since_ms: i64,
     pub(super) generation_id: i32,
     pub(super) protocol_type: Option<String>,
@@ -91,12 +93,19 @@ pub(super) struct Group {
     /// group.instance.id -> member id.
     static_members: HashMap<String, String>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, with the time they expire.
-    pending_members: HashMap<String, i64>,
+    pub(super) pending_members: HashMap<String, i64>,
     rebalance_deadline_ms: i64,
     initial_delay_until_ms: i64,
     sync_deadline_ms: i64,
     next_join_order: u64,
     pub(super) offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Commits prepared but not yet durable, per partition (how many): they are not visible to
+    /// OffsetFetch, not expired, and a delete writes tombstones for them too.
+    pub(super) pending_commits: HashMap<(String, i32), u32>,
+    /// The leader's assignment of the current generation while its record is being written.
+    pending_assignment: Option<HashMap<String, Bytes>>,
+    /// Static members whose new member id is being written: new id -> previous incarnation.
+    pending_static: HashMap<String, Member>,
 }
 
 impl Group {
@@ -117,6 +126,9 @@ impl Group {
             sync_deadline_ms: 0,
             next_join_order: 0,
             offsets: BTreeMap::new(),
+            pending_commits: HashMap::new(),
+            pending_assignment: None,
+            pending_static: HashMap::new(),
         }
     }
 
@@ -240,6 +252,8 @@ impl Group {
     }
 
     fn prepare_rebalance(&mut self, limits: &GroupLimits, now_ms: i64, effects: &mut Vec<Effect>) {
+        // An assignment still being written is void: this generation will not become stable.
+        self.pending_assignment = None;
         if self.state == GroupState::CompletingRebalance {
             for member in self.members.values_mut() {
                 member.assignment = Bytes::new();
@@ -293,9 +307,7 @@ impl Group {
             self.protocol_name = None;
             self.leader_id = None;
             self.set_state(GroupState::Empty, now_ms);
-            effects.push(Effect::StoreGroup {
-                group_id: self.group_id.clone(),
-            });
+            self.store(StorePurpose::Update, effects);
             return;
         }
         self.protocol_name = self.select_protocol();
@@ -492,6 +504,7 @@ impl Group {
         answer_parked(&member, GroupError::FencedInstanceId, effects);
         member.join_token = None;
         member.sync_token = None;
+        let previous = member.clone();
         let protocols_changed = member.protocols != request.protocols;
         let new_id = generate_member_id(request.group_instance_id.as_deref().unwrap_or_default());
         member.member_id.clone_from(&new_id);
@@ -503,16 +516,15 @@ impl Group {
         if was_leader {
             self.leader_id = Some(new_id.clone());
         }
+        member.join_token = Some(token);
         if self.state == GroupState::Stable && !protocols_changed {
+            // No rebalance: the new member id is written first and the join answered then
+            // (see `store_completed`); the parked token keeps the member alive meanwhile.
             self.members.insert(new_id.clone(), member);
-            effects.push(Effect::StoreGroup {
-                group_id: self.group_id.clone(),
-            });
-            let response = self.current_generation_response(&new_id, was_leader);
-            effects.push(Effect::Join { token, response });
+            self.pending_static.insert(new_id.clone(), previous);
+            self.store(StorePurpose::StaticRejoin { member_id: new_id }, effects);
             return;
         }
-        member.join_token = Some(token);
         self.members.insert(new_id, member);
         if self.state == GroupState::PreparingRebalance {
             self.try_complete_join(now_ms, effects);
@@ -673,24 +685,68 @@ impl Group {
                 response,
             });
         }
-        if !is_leader {
+        if !is_leader || self.pending_assignment.is_some() {
+            // Followers wait for the leader; a repeated leader sync waits for the write.
             return Ok(());
         }
-        let assignments: HashMap<&str, &Bytes> = request
+        // Members the leader left out get an empty assignment; ids that are not members are
+        // ignored. The assignment is the group's only once its record is durable.
+        let assignments: HashMap<String, Bytes> = request
             .assignments
             .iter()
-            .map(|(member_id, bytes)| (member_id.as_str(), bytes))
+            .filter(|(member_id, _)| self.members.contains_key(member_id))
+            .map(|(member_id, bytes)| (member_id.clone(), bytes.clone()))
             .collect();
-        for member in self.members.values_mut() {
-            member.assignment = assignments
-                .get(member.member_id.as_str())
-                .map(|bytes| (*bytes).clone())
-                .unwrap_or_default();
-        }
-        self.set_state(GroupState::Stable, now_ms);
+        let record = self.record_with(|member| {
+            assignments
+                .get(&member.member_id)
+                .cloned()
+                .unwrap_or_default()
+        });
+        self.pending_assignment = Some(assignments);
         effects.push(Effect::StoreGroup {
             group_id: self.group_id.clone(),
+            record,
+            purpose: StorePurpose::Assignment {
+                generation_id: self.generation_id,
+            },
         });
+        Ok(())
+    }
+
+    /// The leader's assignment is durable (or failed to be): see [`StorePurpose::Assignment`].
+    fn assignment_stored(
+        &mut self,
+        limits: &GroupLimits,
+        generation_id: i32,
+        result: Result<(), GroupError>,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let current =
+            self.state == GroupState::CompletingRebalance && self.generation_id == generation_id;
+        if !current {
+            // A rebalance overtook the write; the new generation stores its own assignment.
+            return;
+        }
+        let Some(mut assignments) = self.pending_assignment.take() else {
+            return;
+        };
+        if let Err(error) = result {
+            for member in self.members.values_mut() {
+                member.assignment = Bytes::new();
+                if let Some(token) = member.sync_token.take() {
+                    let response = SyncResponse::error(error);
+                    effects.push(Effect::Sync { token, response });
+                }
+            }
+            self.prepare_rebalance(limits, now_ms, effects);
+            return;
+        }
+        for member in self.members.values_mut() {
+            member.assignment = assignments.remove(&member.member_id).unwrap_or_default();
+        }
+        self.set_state(GroupState::Stable, now_ms);
         for member in self.members.values_mut() {
             if let Some(token) = member.sync_token.take() {
                 let response = SyncResponse {
@@ -702,7 +758,60 @@ impl Group {
                 effects.push(Effect::Sync { token, response });
             }
         }
-        Ok(())
+    }
+
+    /// A static member's new id is durable (or failed to be): see [`StorePurpose::StaticRejoin`].
+    fn static_rejoin_stored(
+        &mut self,
+        member_id: &str,
+        result: Result<(), GroupError>,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(mut previous) = self.pending_static.remove(member_id) else {
+            return;
+        };
+        if self.state != GroupState::Stable {
+            // A rebalance started meanwhile: the parked join is answered when it completes,
+            // and that generation's record names the new id.
+            return;
+        }
+        let Some(token) = self
+            .members
+            .get_mut(member_id)
+            .and_then(|member| member.join_token.take())
+        else {
+            return;
+        };
+        if let Err(error) = result {
+            // Kafka's revert: the previous incarnation is the member again.
+            let response = JoinResponse::error(error, member_id);
+            effects.push(Effect::Join { token, response });
+            let was_leader = self.is_leader(member_id);
+            self.remove_member(member_id);
+            if let Some(instance) = &previous.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), previous.member_id.clone());
+            }
+            if was_leader {
+                self.leader_id = Some(previous.member_id.clone());
+            }
+            previous.last_heartbeat_ms = now_ms;
+            self.members.insert(previous.member_id.clone(), previous);
+            return;
+        }
+        let is_leader = self.is_leader(member_id);
+        let response = self.current_generation_response(member_id, is_leader);
+        effects.push(Effect::Join { token, response });
+    }
+
+    /// Emits the group's current record for `purpose`.
+    fn store(&self, purpose: StorePurpose, effects: &mut Vec<Effect>) {
+        effects.push(Effect::StoreGroup {
+            group_id: self.group_id.clone(),
+            record: self.record(),
+            purpose,
+        });
     }
 
     fn heartbeat(&mut self, request: &HeartbeatRequest, now_ms: i64) -> Result<(), GroupError> {
@@ -829,6 +938,11 @@ impl Group {
     }
 
     fn record(&self) -> GroupMetadataValue {
+        self.record_with(|member| member.assignment.clone())
+    }
+
+    /// The group's record with each member's assignment given by `assignment`.
+    fn record_with(&self, assignment: impl Fn(&Member) -> Bytes) -> GroupMetadataValue {
         let mut members: Vec<&Member> = self.members.values().collect();
         members.sort_by_key(|member| member.join_order);
         GroupMetadataValue {
@@ -847,7 +961,7 @@ impl Group {
                     rebalance_timeout_ms: member.rebalance_timeout_ms,
                     session_timeout_ms: member.session_timeout_ms,
                     subscription: member.metadata_for(self.protocol_name.as_deref()),
-                    assignment: member.assignment.clone(),
+                    assignment: assignment(member),
                 })
                 .collect(),
         }
@@ -894,12 +1008,13 @@ impl Group {
             }
             self.members.insert(member.member_id.clone(), member);
         }
-        let state = if self.members.is_empty() {
+        self.state = if self.members.is_empty() {
             GroupState::Empty
         } else {
             GroupState::Stable
         };
-        self.set_state(state, now_ms);
+        // The stored time keeps an empty group's retention clock running across restarts.
+        self.state_since_ms = value.current_state_timestamp_ms.max(-1);
     }
 }
 
@@ -1120,14 +1235,57 @@ impl GroupCoordinator {
         for group in self.groups.values_mut() {
             group.tick(&self.limits, now_ms, &mut effects);
         }
+        // Groups that never stored anything and hold nothing go without a tombstone.
         self.groups.retain(|_, group| {
             !(group.state == GroupState::Empty
                 && group.members.is_empty()
                 && group.pending_members.is_empty()
                 && group.offsets.is_empty()
+                && group.pending_commits.is_empty()
                 && group.generation_id == 0)
         });
         effects
+    }
+
+    /// A group record written for an [`Effect::StoreGroup`] is durable (`Ok`) or failed: apply
+    /// or undo what waited for it. Call in the order the effects were emitted.
+    pub fn store_completed(
+        &mut self,
+        group_id: &str,
+        purpose: &StorePurpose,
+        result: Result<(), GroupError>,
+        now_ms: i64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return effects;
+        };
+        match purpose {
+            StorePurpose::Update => {}
+            StorePurpose::Assignment { generation_id } => {
+                group.assignment_stored(&self.limits, *generation_id, result, now_ms, &mut effects)
+            }
+            StorePurpose::StaticRejoin { member_id } => {
+                group.static_rejoin_stored(member_id, result, now_ms, &mut effects)
+            }
+        }
+        effects
+    }
+
+    /// Takes over every group of `loaded` (a coordinator that just replayed one
+    /// `__consumer_offsets` partition). Their members' sessions start at `now_ms`. Groups were
+    /// loaded from disk, so `groups_max` does not apply to them.
+    pub fn absorb(&mut self, loaded: GroupCoordinator, now_ms: i64) {
+        for (group_id, mut group) in loaded.groups {
+            for member in group.members.values_mut() {
+                member.last_heartbeat_ms = now_ms;
+            }
+            debug_assert!(
+                !self.groups.contains_key(&group_id),
+                "a loading partition's group was created before its load finished"
+            );
+            self.groups.entry(group_id).or_insert(group);
+        }
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
@@ -1150,24 +1308,7 @@ impl GroupCoordinator {
         listings
     }
 
-    /// DeleteGroups: only empty groups. Returns the committed partitions that were dropped so
-    /// the caller can write their tombstones (and one for the group key).
-    pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<(String, i32)>, GroupError> {
-        let Some(group) = self.groups.get(group_id) else {
-            return Err(GroupError::GroupIdNotFound);
-        };
-        match group.state {
-            GroupState::Dead => return Err(GroupError::GroupIdNotFound),
-            GroupState::Empty if group.pending_members.is_empty() => {}
-            _ => return Err(GroupError::NonEmptyGroup),
-        }
-        let Some(group) = self.groups.remove(group_id) else {
-            return Err(GroupError::GroupIdNotFound);
-        };
-        Ok(group.offsets.into_keys().collect())
-    }
-
-    /// The group's metadata record, for [`Effect::StoreGroup`].
+    /// The group's metadata record as it stands.
     pub fn group_record(&self, group_id: &str) -> Option<GroupMetadataValue> {
         self.groups.get(group_id).map(Group::record)
     }
@@ -1180,12 +1321,10 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<(), GroupError> {
         self.validate_group_id(group_id)?;
-        if !self.groups.contains_key(group_id) {
-            self.create_group(group_id, now_ms)?;
-        }
-        if let Some(group) = self.groups.get_mut(group_id) {
-            group.restore(value, now_ms);
-        }
+        self.groups
+            .entry(group_id.to_owned())
+            .or_insert_with(|| Group::new(group_id, now_ms))
+            .restore(value, now_ms);
         Ok(())
     }
 }

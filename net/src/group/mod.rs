@@ -14,6 +14,15 @@
 //! responders keyed by token, drives [`GroupCoordinator::tick`] from a timer, and persists
 //! group/offset records (see [`records`]) before answering.
 //!
+//! Apply after append: a change that must be durable is split in two. `prepare_*` validates
+//! (fencing, limits) and returns what to write without changing what readers see; the caller
+//! writes the records and then calls `complete_*` with the write's result, which applies the
+//! change only if the write succeeded. Group metadata works the same way through
+//! [`Effect::StoreGroup`] and [`GroupCoordinator::store_completed`]: the leader's assignment
+//! becomes the group's (and SyncGroups are answered) only once its record is durable. The
+//! caller must complete writes in the order it prepared them (one FIFO per `__consumer_offsets`
+//! partition), so memory and the log agree on the last word for every key.
+//!
 //! One `GroupCoordinator` lives on one shard and is used by one task at a time (`&mut self`).
 //! Everything is bounded by [`GroupLimits`].
 
@@ -24,9 +33,13 @@ pub mod records;
 mod tests;
 
 pub use coordinator::GroupCoordinator;
-pub use offsets::{CommitPartition, CommittedOffset, ExpiredOffsets, FetchedOffset, OFFSET_NONE};
+pub use offsets::{
+    CommitPartition, CommitRequest, CommittedOffset, FetchedOffset, PendingCommit,
+    PendingOffsetDelete, PendingRemoval, OFFSET_NONE, RETENTION_TIME_DEFAULT,
+};
 
 use bytes::Bytes;
+use records::GroupMetadataValue;
 
 /// Caller-chosen id of a parked JoinGroup/SyncGroup request; returned in [`Effect`]s.
 pub type RequestToken = u64;
@@ -84,6 +97,8 @@ impl Default for GroupLimits {
 pub enum GroupError {
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    #[error("the coordinator is loading its groups")]
+    CoordinatorLoadInProgress,
     #[error("offset metadata too large")]
     OffsetMetadataTooLarge,
     #[error("coordinator not available")]
@@ -123,6 +138,7 @@ impl GroupError {
         match self {
             GroupError::UnknownTopicOrPartition => 3,
             GroupError::OffsetMetadataTooLarge => 12,
+            GroupError::CoordinatorLoadInProgress => 14,
             GroupError::CoordinatorNotAvailable => 15,
             GroupError::IllegalGeneration => 22,
             GroupError::InconsistentGroupProtocol => 23,
@@ -299,10 +315,28 @@ pub enum Effect {
         token: RequestToken,
         response: SyncResponse,
     },
-    /// The group's metadata changed (a generation got its assignment, or the group emptied):
-    /// write [`GroupCoordinator::group_record`] to `__consumer_offsets`. Emitted before the
-    /// effects that depend on it so the caller can persist first.
-    StoreGroup { group_id: String },
+    /// Write `record` (the group's metadata) to `__consumer_offsets`, then call
+    /// [`GroupCoordinator::store_completed`] with `purpose` and the write's result. Answers that
+    /// depend on the write are held by the coordinator until then.
+    StoreGroup {
+        group_id: String,
+        record: GroupMetadataValue,
+        purpose: StorePurpose,
+    },
+}
+
+/// Why a group record is written, and so what its completion does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorePurpose {
+    /// The group emptied: nothing waits (a failed write is only logged, as in Kafka).
+    Update,
+    /// The leader's assignment of `generation_id`: once durable the group is Stable and the
+    /// parked SyncGroups get their assignments; a failed write answers them with the error and
+    /// the group rebalances.
+    Assignment { generation_id: i32 },
+    /// A static member rejoined a stable group as `member_id` (KIP-345): its JoinGroup is
+    /// answered once durable; a failed write puts the previous incarnation back.
+    StaticRejoin { member_id: String },
 }
 
 /// A member as DescribeGroups shows it.

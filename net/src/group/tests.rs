@@ -70,6 +70,38 @@ fn syncs(effects: &[Effect]) -> HashMap<RequestToken, SyncResponse> {
         .collect()
 }
 
+/// Completes every `StoreGroup` in `effects` with `result` (recursively, in order) and returns
+/// the other effects followed by what the completions produced.
+fn complete_stores(
+    coordinator: &mut GroupCoordinator,
+    effects: Vec<Effect>,
+    result: Result<(), GroupError>,
+    now_ms: i64,
+) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let mut queue: std::collections::VecDeque<Effect> = effects.into();
+    while let Some(effect) = queue.pop_front() {
+        match effect {
+            Effect::StoreGroup {
+                group_id, purpose, ..
+            } => queue.extend(coordinator.store_completed(&group_id, &purpose, result, now_ms)),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The purposes of the `StoreGroup` effects in `effects`.
+fn stores(effects: &[Effect]) -> Vec<StorePurpose> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::StoreGroup { purpose, .. } => Some(purpose.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn state(coordinator: &GroupCoordinator) -> GroupState {
     coordinator.describe("g").map(|group| group.state).unwrap()
 }
@@ -134,6 +166,11 @@ fn stable_group() -> (GroupCoordinator, String, String) {
     assert!(sync_b.is_empty(), "followers wait for the leader");
     let assignments: &[(&str, &[u8])] = &[(&a, b"pa"), (&b, b"pb")];
     let effects = coordinator.sync(5, sync_request(&a, 1, assignments), 1000);
+    assert!(
+        syncs(&effects).is_empty(),
+        "answered once the assignment is durable"
+    );
+    let effects = complete_stores(&mut coordinator, effects, Ok(()), 1000);
     assert_eq!(syncs(&effects).len(), 2);
     assert_eq!(state(&coordinator), GroupState::Stable);
     (coordinator, a, b)
@@ -188,11 +225,20 @@ fn two_members_share_a_generation_and_get_the_leaders_assignment() {
     // The leader gives b nothing: b gets zero-length bytes, not an error.
     let effects = coordinator.sync(5, sync_request(&a, 1, &[(&a, b"pa")]), 700);
     assert_eq!(
-        effects[0],
-        Effect::StoreGroup {
-            group_id: "g".into()
-        }
+        stores(&effects),
+        vec![StorePurpose::Assignment { generation_id: 1 }]
     );
+    let Effect::StoreGroup { record, .. } = &effects[0] else {
+        panic!("the assignment is written first: {effects:?}");
+    };
+    assert_eq!(record.members[0].assignment, Bytes::from_static(b"pa"));
+    assert!(record.members[1].assignment.is_empty());
+    assert_eq!(
+        state(&coordinator),
+        GroupState::CompletingRebalance,
+        "not stable before the write"
+    );
+    let effects = complete_stores(&mut coordinator, effects, Ok(()), 700);
     let synced = syncs(&effects);
     assert_eq!(synced[&5].assignment, Bytes::from_static(b"pa"));
     assert_eq!(synced[&6].error, None);
@@ -302,9 +348,7 @@ fn a_member_leaving_triggers_an_immediate_rebalance() {
         group_instance_id: None,
     }];
     let (_, effects) = coordinator.leave("g", &only_a, 2200);
-    assert!(effects.contains(&Effect::StoreGroup {
-        group_id: "g".into()
-    }));
+    assert_eq!(stores(&effects), vec![StorePurpose::Update]);
     assert_eq!(state(&coordinator), GroupState::Empty);
 }
 
@@ -335,7 +379,11 @@ fn stable_static_group() -> (GroupCoordinator, String, String) {
         group_instance_id: Some("ia".into()),
         ..sync_request(&a, 2, assignments)
     };
-    assert_eq!(syncs(&coordinator.sync(5, sync_a, 40)).len(), 2);
+    let effects = coordinator.sync(5, sync_a, 40);
+    assert_eq!(
+        syncs(&complete_stores(&mut coordinator, effects, Ok(()), 40)).len(),
+        2
+    );
     (coordinator, a, b)
 }
 
@@ -344,13 +392,16 @@ fn a_static_member_rejoining_keeps_its_assignment_without_a_rebalance() {
     let (mut coordinator, a, old_b) = stable_static_group();
     // ib restarts: no member id, same instance id and protocols.
     let effects = coordinator.join(10, static_request("ib"), 1000);
-    assert_eq!(
-        effects[0],
-        Effect::StoreGroup {
-            group_id: "g".into()
-        }
+    assert!(
+        joins(&effects).is_empty(),
+        "answered once the new id is durable"
     );
+    let [StorePurpose::StaticRejoin { member_id }] = &stores(&effects)[..] else {
+        panic!("the new member id is written: {effects:?}");
+    };
+    let effects = complete_stores(&mut coordinator, effects.clone(), Ok(()), 1000);
     let response = &joins(&effects)[&10];
+    assert_eq!(&response.member_id, member_id);
     assert_eq!(response.error, None);
     assert_eq!(response.generation_id, 2, "no new generation");
     assert_eq!(response.leader, a);
@@ -379,7 +430,8 @@ fn a_static_member_rejoining_keeps_its_assignment_without_a_rebalance() {
     assert_eq!(GroupError::FencedInstanceId.code(), 82);
 
     // The static leader rejoining keeps leadership and is told not to reassign (KIP-814).
-    let response = &joins(&coordinator.join(12, static_request("ia"), 1300))[&12];
+    let effects = coordinator.join(12, static_request("ia"), 1300);
+    let response = &joins(&complete_stores(&mut coordinator, effects, Ok(()), 1300))[&12];
     assert!(response.skip_assignment);
     assert_eq!(response.leader, response.member_id);
     assert_eq!(response.members.len(), 2);
@@ -666,7 +718,8 @@ fn offsets_of_subscribed_topics_cannot_be_deleted_while_the_group_is_active() {
     let a = joins(&coordinator.join(1, request, 0))[&1]
         .member_id
         .clone();
-    coordinator.sync(2, sync_request(&a, 1, &[]), 0);
+    let effects = coordinator.sync(2, sync_request(&a, 1, &[]), 0);
+    complete_stores(&mut coordinator, effects, Ok(()), 0);
     let commits: Vec<CommitPartition> = ["t", "u"]
         .iter()
         .map(|topic| CommitPartition {
@@ -738,29 +791,6 @@ fn group_records_rebuild_the_group() {
 }
 
 #[test]
-fn offsets_of_empty_groups_expire_after_retention() {
-    let mut coordinator = GroupCoordinator::new(limits());
-    let partition = CommitPartition {
-        topic: "t".into(),
-        partition: 0,
-        offset: 1,
-        leader_epoch: -1,
-        metadata: None,
-    };
-    coordinator
-        .commit_offsets("g", -1, "", None, &[partition], 1000)
-        .unwrap();
-    assert_eq!(
-        coordinator.expire_offsets(1999, 1000),
-        ExpiredOffsets::default()
-    );
-    let expired = coordinator.expire_offsets(2000, 1000);
-    assert_eq!(expired.offsets, vec![("g".to_owned(), "t".to_owned(), 0)]);
-    assert_eq!(expired.groups, vec!["g".to_owned()]);
-    assert!(coordinator.describe("g").is_none());
-}
-
-#[test]
 fn a_new_static_incarnation_fences_the_old_ones_parked_join() {
     let (mut coordinator, _, old_b) = stable_static_group();
     let third = joins(&coordinator.join(20, static_request("ic"), 1000));
@@ -780,4 +810,370 @@ fn a_new_static_incarnation_fences_the_old_ones_parked_join() {
         "the new incarnation waits for the rebalance"
     );
     assert_eq!(state(&coordinator), GroupState::PreparingRebalance);
+}
+
+fn commit_request(
+    generation_id: i32,
+    member_id: &str,
+    offsets: &[(&str, i32, i64)],
+) -> CommitRequest {
+    CommitRequest {
+        group_id: "g".into(),
+        generation_id,
+        member_id: member_id.into(),
+        group_instance_id: None,
+        retention_time_ms: RETENTION_TIME_DEFAULT,
+        partitions: offsets
+            .iter()
+            .map(|(topic, partition, offset)| CommitPartition {
+                topic: (*topic).into(),
+                partition: *partition,
+                offset: *offset,
+                leader_epoch: -1,
+                metadata: None,
+            })
+            .collect(),
+    }
+}
+
+fn fetched(coordinator: &GroupCoordinator, group_id: &str) -> Vec<(String, i32, i64)> {
+    coordinator
+        .fetch_offsets(group_id, None)
+        .into_iter()
+        .map(|offset| (offset.topic, offset.partition, offset.offset))
+        .collect()
+}
+
+#[test]
+fn a_failed_assignment_write_answers_the_error_and_rebalances() {
+    let mut coordinator = GroupCoordinator::new(limits());
+    let mut request = join_request("", &["range"]);
+    request.require_known_member_id = false;
+    let a = joins(&coordinator.join(1, request, 0))[&1]
+        .member_id
+        .clone();
+    let effects = coordinator.sync(2, sync_request(&a, 1, &[(&a, b"pa")]), 10);
+    let answered = syncs(&complete_stores(
+        &mut coordinator,
+        effects,
+        Err(GroupError::CoordinatorNotAvailable),
+        20,
+    ));
+    assert_eq!(
+        answered[&2].error,
+        Some(GroupError::CoordinatorNotAvailable)
+    );
+    assert!(answered[&2].assignment.is_empty());
+    // The undurable assignment was never the group's: it rebalances (Kafka's
+    // resetAndPropagateAssignmentError + maybePrepareRebalance).
+    assert_eq!(state(&coordinator), GroupState::PreparingRebalance);
+    assert!(coordinator.describe("g").unwrap().members[0]
+        .assignment
+        .is_empty());
+    assert_eq!(
+        heartbeat(&mut coordinator, &a, 1, 30),
+        Err(GroupError::RebalanceInProgress)
+    );
+    // The member rejoins and this time the write works.
+    let answered = joins(&coordinator.join(3, join_request(&a, &["range"]), 40));
+    assert_eq!(answered[&3].generation_id, 2);
+    let effects = coordinator.sync(4, sync_request(&a, 2, &[(&a, b"pa2")]), 50);
+    let answered = syncs(&complete_stores(&mut coordinator, effects, Ok(()), 60));
+    assert_eq!(answered[&4].assignment, Bytes::from_static(b"pa2"));
+    assert_eq!(state(&coordinator), GroupState::Stable);
+}
+
+#[test]
+fn an_assignment_overtaken_by_a_rebalance_is_not_applied() {
+    let (mut coordinator, a, b) = stable_group();
+    assert!(joins(&coordinator.join(40, join_request(&a, &["range"]), 2000)).is_empty());
+    let answered = joins(&coordinator.join(41, join_request(&b, &["range"]), 2000));
+    assert_eq!(answered.len(), 2);
+    assert_eq!(state(&coordinator), GroupState::CompletingRebalance);
+    let store = coordinator.sync(5, sync_request(&a, 2, &[(&a, b"pa"), (&b, b"pb")]), 2010);
+    // b leaves while the assignment is being written.
+    let leaving = [LeaveMember {
+        member_id: b.clone(),
+        group_instance_id: None,
+    }];
+    let (_, effects) = coordinator.leave("g", &leaving, 2020);
+    assert_eq!(
+        syncs(&effects)[&5].error,
+        Some(GroupError::RebalanceInProgress)
+    );
+    assert!(syncs(&complete_stores(&mut coordinator, store, Ok(()), 2030)).is_empty());
+    assert_eq!(state(&coordinator), GroupState::PreparingRebalance);
+}
+
+#[test]
+fn a_failed_static_rejoin_write_keeps_the_previous_incarnation() {
+    let (mut coordinator, _, old_b) = stable_static_group();
+    let effects = coordinator.join(10, static_request("ib"), 1000);
+    let answered = joins(&complete_stores(
+        &mut coordinator,
+        effects,
+        Err(GroupError::CoordinatorNotAvailable),
+        1000,
+    ));
+    assert_eq!(
+        answered[&10].error,
+        Some(GroupError::CoordinatorNotAvailable)
+    );
+    // Kafka reverts: the old member id is still the instance's, with its assignment.
+    let old = HeartbeatRequest {
+        group_id: "g".into(),
+        generation_id: 2,
+        member_id: old_b.clone(),
+        group_instance_id: Some("ib".into()),
+    };
+    assert_eq!(coordinator.heartbeat(&old, 1100), Ok(()));
+    let description = coordinator.describe("g").unwrap();
+    let member = description
+        .members
+        .iter()
+        .find(|member| member.member_id == old_b)
+        .unwrap();
+    assert_eq!(member.assignment, Bytes::from_static(b"pb"));
+    assert_eq!(description.members.len(), 2);
+    assert_eq!(state(&coordinator), GroupState::Stable);
+}
+
+#[test]
+fn commits_are_visible_only_once_durable() {
+    let (mut coordinator, a, _) = stable_group();
+    let first = coordinator
+        .prepare_commit(&commit_request(1, &a, &[("t", 0, 5)]), 1100)
+        .unwrap();
+    assert_eq!(first.results, vec![None]);
+    assert!(fetched(&coordinator, "g").is_empty(), "not durable yet");
+    coordinator.complete_commit(&first, Ok(()));
+    assert_eq!(fetched(&coordinator, "g"), vec![("t".into(), 0, 5)]);
+
+    // A failed write leaves what was there.
+    let failed = coordinator
+        .prepare_commit(&commit_request(1, &a, &[("t", 0, 9), ("t", 1, 9)]), 1200)
+        .unwrap();
+    coordinator.complete_commit(&failed, Err(GroupError::CoordinatorNotAvailable));
+    assert_eq!(fetched(&coordinator, "g"), vec![("t".into(), 0, 5)]);
+
+    // Two commits in flight complete in order: the later one is the last word.
+    let earlier = coordinator
+        .prepare_commit(&commit_request(1, &a, &[("t", 0, 6)]), 1300)
+        .unwrap();
+    let later = coordinator
+        .prepare_commit(&commit_request(1, &a, &[("t", 0, 7)]), 1300)
+        .unwrap();
+    coordinator.complete_commit(&earlier, Ok(()));
+    coordinator.complete_commit(&later, Ok(()));
+    assert_eq!(fetched(&coordinator, "g"), vec![("t".into(), 0, 7)]);
+
+    // Fencing happens before anything is written.
+    assert_eq!(
+        coordinator
+            .prepare_commit(&commit_request(2, &a, &[("t", 0, 8)]), 1400)
+            .map(|pending| pending.results),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(
+        coordinator
+            .prepare_commit(&commit_request(1, "stranger", &[("t", 0, 8)]), 1400)
+            .map(|pending| pending.results),
+        Err(GroupError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn a_group_being_deleted_is_dead_until_its_tombstones_are_durable() {
+    let mut coordinator = GroupCoordinator::new(limits());
+    let commit = coordinator
+        .prepare_commit(&commit_request(-1, "", &[("t", 0, 1)]), 0)
+        .unwrap();
+    coordinator.complete_commit(&commit, Ok(()));
+    // A commit of a new partition is in flight when the delete comes: its tombstone is
+    // written too (it completes first, the writes being in order).
+    let in_flight = coordinator
+        .prepare_commit(&commit_request(-1, "", &[("u", 0, 2)]), 10)
+        .unwrap();
+    let delete = coordinator.prepare_delete_group("g").unwrap();
+    let mut offsets = delete.offsets.clone();
+    offsets.sort();
+    assert_eq!(offsets, vec![("t".into(), 0), ("u".into(), 0)]);
+    assert!(delete.remove_group);
+    assert_eq!(state(&coordinator), GroupState::Dead);
+    let join = &joins(&coordinator.join(1, join_request("", &["range"]), 20))[&1];
+    assert_eq!(join.error, Some(GroupError::CoordinatorNotAvailable));
+    assert_eq!(
+        coordinator.prepare_delete_group("g").map(|_| ()),
+        Err(GroupError::GroupIdNotFound)
+    );
+    coordinator.complete_commit(&in_flight, Ok(()));
+    // The tombstones' write fails: everything is as it was.
+    coordinator.complete_removal(&delete, Err(GroupError::CoordinatorNotAvailable));
+    assert_eq!(state(&coordinator), GroupState::Empty);
+    assert_eq!(fetched(&coordinator, "g").len(), 2);
+    // Again, durably this time.
+    let delete = coordinator.prepare_delete_group("g").unwrap();
+    coordinator.complete_removal(&delete, Ok(()));
+    assert!(coordinator.describe("g").is_none());
+    assert!(fetched(&coordinator, "g").is_empty());
+}
+
+#[test]
+fn simple_commits_expire_by_commit_time() {
+    let mut coordinator = GroupCoordinator::new(limits());
+    for (partition, now_ms) in [(0, 1000), (1, 1500)] {
+        let commit = coordinator
+            .prepare_commit(&commit_request(-1, "", &[("t", partition, 1)]), now_ms)
+            .unwrap();
+        coordinator.complete_commit(&commit, Ok(()));
+    }
+    assert!(coordinator.prepare_expiry(1999, 1000).is_empty());
+    let expired = coordinator.prepare_expiry(2000, 1000);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].offsets, vec![("t".into(), 0)]);
+    assert!(!expired[0].remove_group);
+    // A failed tombstone write keeps the offset.
+    coordinator.complete_removal(&expired[0], Err(GroupError::CoordinatorNotAvailable));
+    assert_eq!(fetched(&coordinator, "g").len(), 2);
+    let expired = coordinator.prepare_expiry(2000, 1000);
+    coordinator.complete_removal(&expired[0], Ok(()));
+    assert_eq!(fetched(&coordinator, "g"), vec![("t".into(), 1, 1)]);
+    // The last offset goes and the group with it.
+    let expired = coordinator.prepare_expiry(2500, 1000);
+    assert!(expired[0].remove_group);
+    assert_eq!(state(&coordinator), GroupState::Dead);
+    coordinator.complete_removal(&expired[0], Ok(()));
+    assert!(coordinator.describe("g").is_none());
+}
+
+#[test]
+fn an_empty_groups_offsets_expire_from_when_it_became_empty() {
+    let (mut coordinator, a, b) = stable_group();
+    let commit = coordinator
+        .prepare_commit(&commit_request(1, &a, &[("t", 0, 3)]), 1100)
+        .unwrap();
+    coordinator.complete_commit(&commit, Ok(()));
+    // Stable, and its members' subscriptions do not parse: nothing expires.
+    assert!(coordinator.prepare_expiry(1_000_000, 1000).is_empty());
+    let everyone = [
+        LeaveMember {
+            member_id: a,
+            group_instance_id: None,
+        },
+        LeaveMember {
+            member_id: b,
+            group_instance_id: None,
+        },
+    ];
+    coordinator.leave("g", &everyone, 50_000);
+    assert_eq!(state(&coordinator), GroupState::Empty);
+    // Committed at 1100, empty since 50 000: the clock starts at 50 000 (KIP-211).
+    assert!(coordinator.prepare_expiry(50_999, 1000).is_empty());
+    // A commit in flight is never expired.
+    let in_flight = coordinator
+        .prepare_commit(&commit_request(-1, "", &[("t", 0, 4)]), 50_500)
+        .unwrap();
+    assert!(coordinator.prepare_expiry(60_000, 1000).is_empty());
+    coordinator.complete_commit(&in_flight, Ok(()));
+    let expired = coordinator.prepare_expiry(60_000, 1000);
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].remove_group, "nothing left: the group goes too");
+    coordinator.complete_removal(&expired[0], Ok(()));
+    assert!(coordinator.describe("g").is_none());
+}
+
+#[test]
+fn a_stable_consumer_group_expires_only_topics_it_left() {
+    let mut coordinator = GroupCoordinator::new(limits());
+    let mut request = join_request("", &["range"]);
+    request.require_known_member_id = false;
+    request.protocols[0].metadata = subscription(&["t"]);
+    let a = joins(&coordinator.join(1, request, 0))[&1]
+        .member_id
+        .clone();
+    let effects = coordinator.sync(2, sync_request(&a, 1, &[]), 0);
+    complete_stores(&mut coordinator, effects, Ok(()), 0);
+    assert_eq!(state(&coordinator), GroupState::Stable);
+    let commit = coordinator
+        .prepare_commit(&commit_request(1, &a, &[("t", 0, 1), ("old", 0, 1)]), 100)
+        .unwrap();
+    coordinator.complete_commit(&commit, Ok(()));
+    let expired = coordinator.prepare_expiry(1100, 1000);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].offsets, vec![("old".into(), 0)]);
+    assert!(!expired[0].remove_group);
+    assert_eq!(state(&coordinator), GroupState::Stable);
+}
+
+#[test]
+fn a_commit_with_a_retention_time_expires_at_its_own_time() {
+    let mut coordinator = GroupCoordinator::new(limits());
+    let request = CommitRequest {
+        retention_time_ms: 50,
+        ..commit_request(-1, "", &[("t", 0, 1)])
+    };
+    let commit = coordinator.prepare_commit(&request, 1000).unwrap();
+    coordinator.complete_commit(&commit, Ok(()));
+    let stored = coordinator.committed("g", "t", 0).unwrap().record();
+    assert_eq!(stored.expire_timestamp_ms, 1050);
+    assert!(coordinator.prepare_expiry(1049, 1_000_000).is_empty());
+    assert_eq!(coordinator.prepare_expiry(1050, 1_000_000).len(), 1);
+}
+
+#[test]
+fn an_emptied_groups_retention_clock_survives_a_reload() {
+    let (mut coordinator, a, b) = stable_group();
+    let everyone = [a, b].map(|member_id| LeaveMember {
+        member_id,
+        group_instance_id: None,
+    });
+    let (_, effects) = coordinator.leave("g", &everyone, 5000);
+    let Some(Effect::StoreGroup { record, .. }) = effects
+        .iter()
+        .find(|effect| matches!(effect, Effect::StoreGroup { .. }))
+    else {
+        panic!("emptying stores the group: {effects:?}");
+    };
+    assert_eq!(record.current_state_timestamp_ms, 5000);
+    let stored = super::records::OffsetCommitValue {
+        offset: 3,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 100,
+        expire_timestamp_ms: -1,
+    };
+    // Loaded much later: the group has been empty since 5000, not since the load.
+    let mut loaded = GroupCoordinator::new(limits());
+    loaded.restore_group("g", record, 90_000).unwrap();
+    loaded
+        .restore_offset("g", "t", 0, Some(&stored), 90_000)
+        .unwrap();
+    let mut restored = GroupCoordinator::new(limits());
+    restored.absorb(loaded, 90_000);
+    assert_eq!(state(&restored), GroupState::Empty);
+    let expired = restored.prepare_expiry(90_000, 10_000);
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].remove_group);
+}
+
+#[test]
+fn an_empty_group_without_offsets_is_removed_at_the_next_check() {
+    let mut coordinator = GroupCoordinator::new(limits());
+    let mut request = join_request("", &["range"]);
+    request.require_known_member_id = false;
+    let a = joins(&coordinator.join(1, request, 0))[&1]
+        .member_id
+        .clone();
+    let only_a = [LeaveMember {
+        member_id: a,
+        group_instance_id: None,
+    }];
+    coordinator.leave("g", &only_a, 10);
+    assert_eq!(state(&coordinator), GroupState::Empty);
+    // It stored a record (generation 1), so it goes with a tombstone, as in Kafka.
+    let expired = coordinator.prepare_expiry(20, 1_000_000);
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].offsets.is_empty() && expired[0].remove_group);
+    coordinator.complete_removal(&expired[0], Ok(()));
+    assert!(coordinator.describe("g").is_none());
 }

@@ -2,7 +2,7 @@
 //! shards.
 
 use crate::group::GroupError;
-use crate::group_service::{group_record, on_coordinator, persist};
+use crate::group_service::on_coordinator;
 use crate::shard::Shard;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
@@ -24,19 +24,9 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGr
         }
         let id = group_id.0.to_string();
         let key = id.clone();
+        // Offset tombstones, then the group's, durable before the group goes and the answer.
         let outcome = on_coordinator(shard, &key, move |shard| async move {
-            let partitions = shard
-                .groups
-                .with(|coordinator, _| (coordinator.delete_group(&id), Vec::new()))?;
-            // Offset tombstones first, then the group's, durable before the answer.
-            let mut records = shard.groups.offset_records(
-                &id,
-                partitions
-                    .iter()
-                    .map(|(topic, partition)| (topic.as_str(), *partition)),
-            )?;
-            records.push(group_record(&id, None)?);
-            persist(&shard, &id, &records).await
+            shard.groups.delete_group(&id).await
         })
         .await
         .unwrap_or(Err(GroupError::CoordinatorNotAvailable));

@@ -1,5 +1,6 @@
 //! DescribeGroups (15): each group from its coordinator shard; an unknown group is described
-//! as `Dead` with no members (Kafka's answer before v6).
+//! as `Dead` with no members (Kafka's answer before v6); a group whose coordinator is loading
+//! gets COORDINATOR_LOAD_IN_PROGRESS.
 
 use super::str_bytes;
 use crate::group::GroupError;
@@ -28,15 +29,14 @@ pub async fn handle(shard: &Rc<Shard>, request: DescribeGroupsRequest) -> Descri
         let id = group_id.0.to_string();
         let key = id.clone();
         let description = on_coordinator(shard, &key, move |shard| async move {
-            shard
-                .groups
-                .with(|coordinator, _| (coordinator.describe(&id), Vec::new()))
+            shard.groups.describe(&id)
         })
-        .await;
+        .await
+        .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
         let described = match description {
-            None => described.with_error_code(GroupError::CoordinatorNotAvailable.code()),
-            Some(None) => described.with_group_state(str_bytes("Dead")),
-            Some(Some(description)) => described
+            Err(error) => described.with_error_code(error.code()),
+            Ok(None) => described.with_group_state(str_bytes("Dead")),
+            Ok(Some(description)) => described
                 .with_group_state(str_bytes(description.state.name()))
                 .with_protocol_type(str_bytes(&description.protocol_type))
                 .with_protocol_data(str_bytes(&description.protocol_name))

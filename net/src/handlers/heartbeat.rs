@@ -16,9 +16,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> HeartbeatResponse {
         group_instance_id: request.group_instance_id.map(|id| id.to_string()),
     };
     let result = on_coordinator(shard, &group_id, move |shard| async move {
-        shard
-            .groups
-            .with(|coordinator, now_ms| (coordinator.heartbeat(&heartbeat, now_ms), Vec::new()))
+        shard.groups.heartbeat(&heartbeat)
     })
     .await
     .unwrap_or(Err(GroupError::CoordinatorNotAvailable));

@@ -9,13 +9,14 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use std::rc::Rc;
 
-/// Handles the request.
+/// Handles the request from `client` (its client id and host).
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
-    client_id: String,
+    client: (String, String),
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    let (client_id, client_host) = client;
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let join = JoinRequest {
@@ -23,7 +24,7 @@ pub async fn handle(
         member_id: member_id.clone(),
         group_instance_id: request.group_instance_id.map(|id| id.to_string()),
         client_id,
-        client_host: String::new(),
+        client_host,
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version == 0 {
             request.session_timeout_ms

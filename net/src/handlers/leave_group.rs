@@ -40,9 +40,7 @@ pub async fn handle(
     }
     let key = group_id.clone();
     let response = on_coordinator(shard, &key, move |shard| async move {
-        shard
-            .groups
-            .with(|coordinator, now_ms| coordinator.leave(&group_id, &members, now_ms))
+        shard.groups.leave(&group_id, &members)
     })
     .await
     .unwrap_or(LeaveResponse {

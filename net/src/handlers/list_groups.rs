@@ -1,4 +1,6 @@
 //! ListGroups (16): the groups of every shard's coordinator, optionally filtered by state (v4+).
+//! While a shard loads its groups the answer carries COORDINATOR_LOAD_IN_PROGRESS with the
+//! groups already served, as Kafka's.
 
 use super::str_bytes;
 use crate::group::GroupState;
@@ -34,15 +36,19 @@ pub async fn handle(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListGroups
     for target in 0..shard.shard_count() {
         let states = states.clone();
         let listed = on_shard(shard, target, move |shard| async move {
-            shard
-                .groups
-                .with(|coordinator, _| (coordinator.list(&states), Vec::new()))
+            shard.groups.list(&states)
         })
         .await;
-        let Some(listed) = listed else {
+        let Some((error, listed)) = listed else {
             error_code = crate::group::GroupError::CoordinatorNotAvailable.code();
             continue;
         };
+        if let Some(error) = error {
+            // A shard still loading wins: clients retry COORDINATOR_LOAD_IN_PROGRESS.
+            if error_code != crate::group::GroupError::CoordinatorLoadInProgress.code() {
+                error_code = error.code();
+            }
+        }
         groups.extend(listed.into_iter().map(|listing| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(&listing.group_id)))

@@ -44,9 +44,13 @@ pub enum Reply {
     Parts(ResponseParts),
 }
 
-/// Handles one request; `None` when no response is due (Produce with acks=0) or the request
-/// cannot be answered (logged).
-pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<Reply> {
+/// Handles one request from the client at `peer`; `None` when no response is due (Produce with
+/// acks=0) or the request cannot be answered (logged).
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    peer: Option<std::net::IpAddr>,
+    request: Request,
+) -> Option<Reply> {
     let Request {
         api_key,
         api_version: version,
@@ -108,7 +112,10 @@ pub async fn dispatch(shard: &Rc<Shard>, request: Request) -> Option<Reply> {
         }
         RequestKind::JoinGroup(request) => {
             let client_id = header.client_id.as_deref().unwrap_or("").to_string();
-            ResponseKind::JoinGroup(join_group::handle(shard, version, client_id, request).await)
+            // Kafka reports a member's host as `/<address>` (Java's InetAddress.toString()).
+            let client_host = peer.map_or_else(String::new, |ip| format!("/{ip}"));
+            let client = (client_id, client_host);
+            ResponseKind::JoinGroup(join_group::handle(shard, version, client, request).await)
         }
         RequestKind::SyncGroup(request) => {
             ResponseKind::SyncGroup(sync_group::handle(shard, request).await)

@@ -1,10 +1,11 @@
 //! OffsetCommit (8): commits go to the group's coordinator shard, which fences them by
 //! generation and member. Partitions of topics that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
-//! Accepted commits are answered once they are durable in `__consumer_offsets`.
+//! Accepted commits are written to `__consumer_offsets` and become visible (and are answered)
+//! only once durable; a failed write leaves the old offsets and answers a retriable error.
 
 use super::str_bytes;
-use crate::group::{CommitPartition, GroupError};
-use crate::group_service::{on_coordinator, persist};
+use crate::group::{CommitPartition, CommitRequest, GroupError};
+use crate::group_service::on_coordinator;
 use crate::shard::Shard;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -53,32 +54,18 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCo
     let results: Result<Vec<Option<GroupError>>, i16> = if total > PARTITIONS_MAX {
         Err(INVALID_REQUEST)
     } else {
-        let group_id = request.group_id.0.to_string();
-        let member_id = request.member_id.to_string();
-        let instance_id = request.group_instance_id.as_ref().map(|id| id.to_string());
-        let generation_id = request.generation_id_or_member_epoch;
-        let key = group_id.clone();
+        let commit = CommitRequest {
+            group_id: request.group_id.0.to_string(),
+            generation_id: request.generation_id_or_member_epoch,
+            member_id: request.member_id.to_string(),
+            group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
+            // Only v2-v4 carry a retention time; the decoder gives -1 (the default) otherwise.
+            retention_time_ms: request.retention_time_ms,
+            partitions: commits,
+        };
+        let key = commit.group_id.clone();
         on_coordinator(shard, &key, move |shard| async move {
-            let results = shard.groups.with(|coordinator, now_ms| {
-                let result = coordinator.commit_offsets(
-                    &group_id,
-                    generation_id,
-                    &member_id,
-                    instance_id.as_deref(),
-                    &commits,
-                    now_ms,
-                );
-                (result, Vec::new())
-            })?;
-            // Answer only once the accepted commits are durable in __consumer_offsets.
-            let accepted = commits
-                .iter()
-                .zip(&results)
-                .filter(|(_, error)| error.is_none())
-                .map(|(commit, _)| (commit.topic.as_str(), commit.partition));
-            let records = shard.groups.offset_records(&group_id, accepted)?;
-            persist(&shard, &group_id, &records).await?;
-            Ok(results)
+            shard.groups.commit(commit).await
         })
         .await
         .unwrap_or(Err(GroupError::CoordinatorNotAvailable))

@@ -2,7 +2,7 @@
 
 use super::str_bytes;
 use crate::group::{error_code, GroupError};
-use crate::group_service::{on_coordinator, persist};
+use crate::group_service::on_coordinator;
 use crate::shard::Shard;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -33,22 +33,9 @@ pub async fn handle(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDe
     }
     let group_id = request.group_id.0.to_string();
     let key = group_id.clone();
+    // Tombstones for the deleted offsets, durable before they go and the answer.
     let outcome = on_coordinator(shard, &key, move |shard| async move {
-        let results = shard.groups.with(|coordinator, _| {
-            (
-                coordinator.delete_offsets(&group_id, &partitions),
-                Vec::new(),
-            )
-        })?;
-        // Tombstones for the deleted offsets, durable before the answer.
-        let deleted = partitions
-            .iter()
-            .zip(&results)
-            .filter(|(_, error)| error.is_none())
-            .map(|((topic, partition), _)| (topic.as_str(), *partition));
-        let records = shard.groups.offset_records(&group_id, deleted)?;
-        persist(&shard, &group_id, &records).await?;
-        Ok(results)
+        shard.groups.delete_offsets(&group_id, &partitions).await
     })
     .await
     .unwrap_or(Err(GroupError::CoordinatorNotAvailable));

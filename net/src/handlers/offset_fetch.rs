@@ -1,6 +1,8 @@
 //! OffsetFetch (9): committed offsets from the group's coordinator shard; selected partitions
 //! (never-committed ones get offset -1) or, with null topics (v2+), every committed partition.
-//! v8+ asks for several groups at once.
+//! v8+ asks for several groups at once. A group-level error (COORDINATOR_LOAD_IN_PROGRESS while
+//! the coordinator loads) goes in the group's or the top-level error code; v0-v1 have neither,
+//! so each requested partition carries it, as Kafka's error response does.
 
 use super::str_bytes;
 use crate::group::{FetchedOffset, GroupError};
@@ -35,15 +37,11 @@ async fn fetch_group(
     }
     let key = group_id.clone();
     let fetched = on_coordinator(shard, &key, move |shard| async move {
-        shard.groups.with(|coordinator, _| {
-            (
-                coordinator.fetch_offsets(&group_id, wanted.as_deref()),
-                Vec::new(),
-            )
-        })
+        shard.groups.fetch(&group_id, wanted.as_deref())
     })
     .await
-    .ok_or(GroupError::CoordinatorNotAvailable.code())?;
+    .unwrap_or(Err(GroupError::CoordinatorNotAvailable))
+    .map_err(GroupError::code)?;
     let mut topics: Topics = Vec::new();
     for offset in fetched {
         match topics.iter_mut().find(|(name, _)| *name == offset.topic) {
@@ -108,7 +106,7 @@ pub async fn handle(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let GroupId(group_id) = request.group_id;
-    let wanted = request.topics.map(|topics| {
+    let wanted: Option<Vec<(String, i32)>> = request.topics.map(|topics| {
         topics
             .iter()
             .flat_map(|topic| {
@@ -120,7 +118,9 @@ pub async fn handle(
             })
             .collect()
     });
+    let requested = if version < 2 { wanted.clone() } else { None };
     match fetch_group(shard, group_id.to_string(), wanted).await {
+        Err(code) if version < 2 => partition_errors(requested.unwrap_or_default(), code),
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
@@ -144,4 +144,26 @@ pub async fn handle(
                 .collect(),
         ),
     }
+}
+
+/// A v0-v1 answer to a request that failed as a whole: the error on every requested partition.
+fn partition_errors(requested: Vec<(String, i32)>, code: i16) -> OffsetFetchResponse {
+    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+    for (name, partition) in requested {
+        let answer = OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(-1)
+            .with_committed_leader_epoch(-1)
+            .with_metadata(Some(str_bytes("")))
+            .with_error_code(code);
+        match topics.iter_mut().find(|topic| *topic.name.0 == *name) {
+            Some(topic) => topic.partitions.push(answer),
+            None => topics.push(
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(&name)))
+                    .with_partitions(vec![answer]),
+            ),
+        }
+    }
+    OffsetFetchResponse::default().with_topics(topics)
 }
