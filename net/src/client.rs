@@ -1,21 +1,26 @@
 //! A small async Kafka client: one connection to one broker, one request at a time.
 //!
-//! Used by the `runnel` command-line tools and (later) the load generator, so there is exactly
-//! one copy of the client side of the protocol. It speaks through the same `kafka-protocol`
+//! Used by the `runnel` command-line tools and the load generator (`runnel-load`), so there is
+//! exactly one copy of the client side of the protocol. It speaks through the same `kafka-protocol`
 //! structs and framing ([`crate::frame`]) as the broker, negotiates versions with ApiVersions on
 //! connect, and offers the calls the tools need: metadata, create/delete topics, describe/alter
-//! topic configs, produce, fetch (records decoded by [`records`]) and list offsets.
+//! topic configs, produce, fetch (records decoded by [`records`]) and list offsets, and the
+//! consumer-group calls and membership driver in [`group`].
 //!
 //! Runs on one glommio executor (the `TcpStream` is `!Send`); not for concurrent use: every call
 //! takes `&mut self`. Every call is bounded by a timeout, and every response by
 //! [`ClientConfig::response_bytes_max`] before anything is allocated. After a transport failure
 //! (I/O error, timeout, a response out of order) the connection's state is unknown, so the
-//! client latches broken and every later call returns [`ClientError::Broken`].
+//! client latches broken and every later call returns [`ClientError::Broken`]. For throughput,
+//! a [`pipeline::Pipeline`] takes a connection over and keeps several requests in flight.
 //!
-//! It does not know about consumer groups, retries, or leaders other than the one broker it is
+//! Apart from [`group`] (which follows a group to its coordinator and retries coordinator
+//! errors, bounded), it does not retry or know about leaders other than the one broker it is
 //! connected to (single-node clusters; a cluster-aware client is the cluster issues' work).
 
+pub mod group;
 pub mod partitioner;
+pub mod pipeline;
 pub mod records;
 
 use crate::frame::{self, FrameError};
@@ -28,8 +33,8 @@ use kafka_protocol::messages::{
     fetch_request, incremental_alter_configs_request, list_offsets_request, metadata_request,
     produce_request, AlterConfigsRequest, ApiVersionsRequest, ApiVersionsResponse,
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 pub use partitioner::partition_for_key;
@@ -56,6 +61,17 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 2, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The ApiVersions version sent first; a broker that does not know it answers error 35 with a
@@ -404,6 +420,9 @@ pub struct ProducedPartition {
     pub base_offset: i64,
 }
 
+/// One partition's answer in a Produce response: the partition and its base offset or error.
+pub type PartitionAnswer = (i32, Result<i64, KafkaError>);
+
 /// A connection to one broker. See the module documentation.
 pub struct Client {
     stream: TcpStream,
@@ -463,25 +482,7 @@ impl Client {
 
     /// The version the client will use for `api`: the newest both sides speak.
     pub fn version(&self, api: ApiKey) -> Result<i16, ClientError> {
-        let (client_min, client_max) = CLIENT_VERSIONS
-            .iter()
-            .find(|(key, _, _)| *key == api)
-            .map_or((0, -1), |(_, min, max)| (*min, *max));
-        let broker = self.broker_versions(api);
-        let unsupported = ClientError::UnsupportedApi {
-            api,
-            broker,
-            client_min,
-            client_max,
-        };
-        let Some((broker_min, broker_max)) = broker else {
-            return Err(unsupported);
-        };
-        let (low, high) = (client_min.max(broker_min), client_max.min(broker_max));
-        if low > high {
-            return Err(unsupported);
-        }
-        Ok(high)
+        negotiated_version(&self.broker_versions, api)
     }
 
     async fn negotiate_versions(&mut self) -> Result<(), ClientError> {
@@ -798,51 +799,41 @@ impl Client {
     ) -> Result<Vec<ProducedPartition>, ClientError> {
         let version = self.version(ApiKey::Produce)?;
         let partitions: Vec<i32> = batches.iter().map(|(partition, _)| *partition).collect();
-        let request = ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(BROKER_TIMEOUT_MS)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(topic_name(topic))
-                .with_partition_data(
-                    batches
-                        .into_iter()
-                        .map(|(partition, batch)| {
-                            produce_request::PartitionProduceData::default()
-                                .with_index(partition)
-                                .with_records(Some(batch))
-                        })
-                        .collect(),
-                )]);
+        let request = produce_request(topic, batches, acks);
         if acks == 0 {
             self.send_only(&request, version).await?;
             return Ok(Vec::new());
         }
         let response = self.call(&request, version).await?;
         let mut produced = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            let answer = response
-                .responses
-                .iter()
-                .filter(|answer| answer.name.0.as_str() == topic)
-                .flat_map(|answer| answer.partition_responses.iter())
-                .find(|answer| answer.index == partition)
-                .ok_or_else(|| {
-                    ClientError::Protocol(format!("Produce did not answer for {topic}-{partition}"))
-                })?;
-            if let Some(error) =
-                KafkaError::from_code(answer.error_code, answer.error_message.as_ref())
-            {
-                return Err(ClientError::broker(
-                    format!("producing to {topic}-{partition}"),
-                    error,
-                ));
+        for (partition, answer) in produce_answers(&response, topic, &partitions)? {
+            match answer {
+                Ok(base_offset) => produced.push(ProducedPartition {
+                    partition,
+                    base_offset,
+                }),
+                Err(error) => {
+                    return Err(ClientError::broker(
+                        format!("producing to {topic}-{partition}"),
+                        error,
+                    ))
+                }
             }
-            produced.push(ProducedPartition {
-                partition,
-                base_offset: answer.base_offset,
-            });
         }
         Ok(produced)
+    }
+
+    /// Asks for an idempotent producer id (no transactional id): `(producer id, epoch)`.
+    pub async fn init_producer_id(&mut self) -> Result<(i64, i16), ClientError> {
+        let version = self.version(ApiKey::InitProducerId)?;
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(-1);
+        let response = self.call(&request, version).await?;
+        match KafkaError::from_code(response.error_code, None) {
+            Some(error) => Err(ClientError::broker("initializing a producer id", error)),
+            None => Ok((response.producer_id.0, response.producer_epoch)),
+        }
     }
 
     /// Fetches from each position. Per-partition errors are in the result; a top-level error,
@@ -1019,27 +1010,9 @@ impl Client {
         if let Some(reason) = &self.broken {
             return Err(ClientError::Broken(reason.clone()));
         }
-        let api_key = ApiKey::try_from(R::KEY)
-            .map_err(|_| ClientError::Protocol(format!("unknown API key {}", R::KEY)))?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(str_bytes(&self.config.client_id)));
-        let mut frame = BytesMut::with_capacity(256);
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .and_then(|()| request.encode(&mut frame, version))
-            .map_err(|error| {
-                ClientError::Protocol(format!("encoding {api_key:?} v{version}: {error}"))
-            })?;
-        if frame.len() - 4 > i32::MAX as usize {
-            return Err(ClientError::Protocol("request over 2 GiB".into()));
-        }
-        frame::finish_frame(&mut frame);
+        let frame = encode_request(request, version, correlation_id, &self.config.client_id)?;
         Ok((frame, correlation_id))
     }
 
@@ -1058,12 +1031,86 @@ impl Client {
     }
 }
 
+/// The newest version of `api` both the client ([`CLIENT_VERSIONS`]) and the broker speak.
+fn negotiated_version(
+    broker_versions: &BTreeMap<i16, (i16, i16)>,
+    api: ApiKey,
+) -> Result<i16, ClientError> {
+    let (client_min, client_max) = CLIENT_VERSIONS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map_or((0, -1), |(_, min, max)| (*min, *max));
+    let broker = broker_versions.get(&(api as i16)).copied();
+    let unsupported = ClientError::UnsupportedApi {
+        api,
+        broker,
+        client_min,
+        client_max,
+    };
+    let Some((broker_min, broker_max)) = broker else {
+        return Err(unsupported);
+    };
+    let (low, high) = (client_min.max(broker_min), client_max.min(broker_max));
+    if low > high {
+        return Err(unsupported);
+    }
+    Ok(high)
+}
+
 fn decode_body<R: Request>(mut body: Bytes, version: i16) -> Result<R::Response, ClientError> {
     R::Response::decode(&mut body, version).map_err(|error| {
         let api = ApiKey::try_from(R::KEY)
             .map_or_else(|_| format!("API {}", R::KEY), |key| format!("{key:?}"));
         ClientError::Protocol(format!("{api} v{version} response: {error}"))
     })
+}
+
+/// A Produce request with one batch per partition of `topic`.
+fn produce_request(topic: &str, batches: Vec<(i32, Bytes)>, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(BROKER_TIMEOUT_MS)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(
+                batches
+                    .into_iter()
+                    .map(|(partition, batch)| {
+                        produce_request::PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(batch))
+                    })
+                    .collect(),
+            )])
+}
+
+/// Each partition's answer in a Produce response, in the order of `partitions`: the base
+/// offset or the partition's error. A partition without an answer fails the whole response.
+fn produce_answers(
+    response: &ProduceResponse,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<PartitionAnswer>, ClientError> {
+    partitions
+        .iter()
+        .map(|&partition| {
+            let answer = response
+                .responses
+                .iter()
+                .filter(|answer| answer.name.0.as_str() == topic)
+                .flat_map(|answer| answer.partition_responses.iter())
+                .find(|answer| answer.index == partition)
+                .ok_or_else(|| {
+                    ClientError::Protocol(format!("Produce did not answer for {topic}-{partition}"))
+                })?;
+            let result =
+                match KafkaError::from_code(answer.error_code, answer.error_message.as_ref()) {
+                    Some(error) => Err(error),
+                    None => Ok(answer.base_offset),
+                };
+            Ok((partition, result))
+        })
+        .collect()
 }
 
 fn alter_result<'a>(
@@ -1077,6 +1124,35 @@ fn alter_result<'a>(
         Some(error) => Err(ClientError::broker(context, error)),
         None => Ok(()),
     }
+}
+
+/// Frames a request: length prefix, request header, body.
+fn encode_request<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> Result<BytesMut, ClientError> {
+    let api_key = ApiKey::try_from(R::KEY)
+        .map_err(|_| ClientError::Protocol(format!("unknown API key {}", R::KEY)))?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(str_bytes(client_id)));
+    let mut frame = BytesMut::with_capacity(256);
+    frame.put_i32(0);
+    header
+        .encode(&mut frame, R::header_version(version))
+        .and_then(|()| request.encode(&mut frame, version))
+        .map_err(|error| {
+            ClientError::Protocol(format!("encoding {api_key:?} v{version}: {error}"))
+        })?;
+    if frame.len() - 4 > i32::MAX as usize {
+        return Err(ClientError::Protocol("request over 2 GiB".into()));
+    }
+    frame::finish_frame(&mut frame);
+    Ok(frame)
 }
 
 /// Runs `future` with a deadline; a late one is [`ClientError::Timeout`].

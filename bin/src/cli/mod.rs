@@ -1,4 +1,4 @@
-//! The `runnel` command-line tools: `topic`, `produce` and `consume`.
+//! The `runnel` command-line tools: `topic`, `produce`, `consume` and `group`.
 //!
 //! Thin: argument parsing, output formatting and exit codes. Every broker call goes through
 //! `runnel_net::client` (no protocol code here). A command runs on one glommio executor on the
@@ -9,6 +9,7 @@
 //! input), [`EXIT_CONNECT`] (the broker could not be reached, or the connection failed).
 
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -50,6 +51,8 @@ pub enum CliError {
     Usage(String),
     /// From the client: exit 1 or 3.
     Client(ClientError),
+    /// The command cannot do what was asked (e.g. resetting an active group): exit 1.
+    Failed(String),
     /// Writing the output failed (a closed pipe ends the command quietly).
     Output(io::Error),
 }
@@ -105,6 +108,10 @@ fn report(result: Result<(), CliError>) -> u8 {
             eprintln!("runnel: error: {error}");
             EXIT_BROKER
         }
+        Err(CliError::Failed(message)) => {
+            eprintln!("runnel: error: {message}");
+            EXIT_BROKER
+        }
         Err(CliError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(CliError::Output(error)) => {
             eprintln!("runnel: writing output: {error}");
@@ -115,14 +122,18 @@ fn report(result: Result<(), CliError>) -> u8 {
 
 /// Connects and negotiates versions.
 pub async fn connect(args: &ConnectionArgs) -> Result<Client, CliError> {
+    Ok(Client::connect(&args.bootstrap_server, client_config(args)).await?)
+}
+
+/// The client settings every command uses.
+pub fn client_config(args: &ConnectionArgs) -> ClientConfig {
     let timeout = Duration::from_millis(args.request_timeout_ms);
-    let config = ClientConfig {
+    ClientConfig {
         client_id: "runnel-cli".into(),
         connect_timeout: timeout,
         request_timeout: timeout,
         ..ClientConfig::default()
-    };
-    Ok(Client::connect(&args.bootstrap_server, config).await?)
+    }
 }
 
 /// Parses `KEY=VALUE` (for `--config`).
@@ -240,6 +251,7 @@ mod tests {
             },
         };
         assert_eq!(report(Err(broker.into())), EXIT_BROKER);
+        assert_eq!(report(Err(CliError::Failed("x".into()))), EXIT_BROKER);
         let pipe = io::Error::from(io::ErrorKind::BrokenPipe);
         assert_eq!(report(Err(pipe.into())), EXIT_OK);
     }
