@@ -701,7 +701,7 @@ fn to_json(args: &EngineArgs, rounds: &[Round], summary: &Summary) -> Json {
 }
 
 /// Parses `16384`, `16k`, `16KiB`, `512m`, `1g` (binary multiples).
-fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let lower = text.trim().to_ascii_lowercase();
     let digits_end = lower
         .find(|character: char| !character.is_ascii_digit())
