@@ -31,5 +31,5 @@ cargo test --release --locked -p runnel-engine --test sendfile_stress
 
 step "integration tests: the real runnel binary driven by kcat and Python clients"
 scripts/test-env.sh
-cargo build --locked -p runnel-bin --bin runnel
+cargo build --locked -p runnel-bin --bin runnel --bin runnel-load
 .venv/bin/python -m pytest -q tests
