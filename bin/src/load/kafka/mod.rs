@@ -250,7 +250,8 @@ fn run(mut spec: Spec) -> Result<bool, String> {
     // Consumers with an end to reach (e2e once the producers are done, consume to the log
     // end) are stopped if they stall; others run to their --duration or --records.
     let stall_stop = spec.mode == Mode::E2e || setup.ends.is_some();
-    let (total, finished) = watch(&spec, &control, &reports, threads, started, stall_stop);
+    let (total, finished, timeline) =
+        watch(&spec, &control, &reports, threads, started, stall_stop);
     let elapsed = started.elapsed();
     for handle in handles {
         handle
@@ -260,7 +261,8 @@ fn run(mut spec: Spec) -> Result<bool, String> {
     if finished.len() != threads {
         return Err("a load thread ended without reporting".into());
     }
-    let summary = summarize(&spec, total, finished, elapsed);
+    let mut summary = summarize(&spec, total, finished, elapsed);
+    summary.timeline = timeline;
     print_summary(&summary);
     if let Some(path) = &spec.common.json {
         let document = summary_json(&spec, &setup, threads, &summary).to_string() + "\n";
@@ -603,7 +605,20 @@ async fn report_progress(thread: Rc<ThreadState>, reports: flume::Sender<Report>
     }
 }
 
-/// The main thread during the run: prints progress, stops a stalled run, collects outcomes.
+/// One progress interval of the run, for the throughput-over-time plot.
+#[derive(Clone, Copy, Debug)]
+struct Tick {
+    /// Seconds since the start, at the end of the interval.
+    elapsed_s: f64,
+    produced_mb_per_s: f64,
+    consumed_mb_per_s: f64,
+}
+
+/// Progress intervals kept for `--json` (a day at one per second); later ones are dropped.
+const TIMELINE_MAX: usize = 86_400;
+
+/// The main thread during the run: prints progress, stops a stalled run, collects outcomes
+/// and the throughput of each progress interval.
 fn watch(
     spec: &Spec,
     control: &Control,
@@ -611,7 +626,8 @@ fn watch(
     threads: usize,
     started: Instant,
     stall_stop: bool,
-) -> (Delta, Vec<ThreadOutcome>) {
+) -> (Delta, Vec<ThreadOutcome>, Vec<Tick>) {
+    let mut timeline = Vec::new();
     let mut total = Delta::default();
     let mut interval = Delta::default();
     let mut finished = Vec::new();
@@ -635,6 +651,14 @@ fn watch(
                 if !spec.common.quiet {
                     print_progress(spec, &interval, &total, now - started, now - last_tick);
                 }
+                if timeline.len() < TIMELINE_MAX {
+                    let seconds = (now - last_tick).as_secs_f64().max(1e-3);
+                    timeline.push(Tick {
+                        elapsed_s: (now - started).as_secs_f64(),
+                        produced_mb_per_s: interval.produced_bytes as f64 / seconds / 1e6,
+                        consumed_mb_per_s: interval.consumed_bytes as f64 / seconds / 1e6,
+                    });
+                }
                 let producing = control.producers_running.load(Ordering::Acquire) > 0;
                 if !stall_stop || producing || interval.consumed_records > 0 {
                     idle_since = None;
@@ -654,7 +678,7 @@ fn watch(
             Err(flume::RecvTimeoutError::Disconnected) => break,
         }
     }
-    (total, finished)
+    (total, finished, timeline)
 }
 
 fn print_header(spec: &Spec, setup: &Setup, producers: usize, consumers: usize, threads: usize) {
@@ -762,6 +786,8 @@ struct Summary {
     mode: Mode,
     total: Delta,
     elapsed: Duration,
+    /// Throughput per progress interval (filled in after `summarize`).
+    timeline: Vec<Tick>,
     produce: Option<Side>,
     consume: Option<Side>,
     verify: Option<VerifySummary>,
@@ -827,6 +853,7 @@ fn summarize(
         mode: spec.mode,
         total,
         elapsed,
+        timeline: Vec::new(),
         produce,
         consume,
         verify,
@@ -956,6 +983,8 @@ fn summary_json(spec: &Spec, setup: &Setup, threads: usize, summary: &Summary) -
         let mut entries = side_json(side);
         let latency = stats::percentiles_json(&summary.total.produce_latency_us);
         entries.push(("latency_us".into(), latency));
+        let cdf = stats::cdf_json(&summary.total.produce_latency_us);
+        entries.push(("latency_cdf_us".into(), cdf));
         Json::Object(entries)
     });
     let consume = summary.consume.as_ref().map_or(Json::Null, |side| {
@@ -963,6 +992,8 @@ fn summary_json(spec: &Spec, setup: &Setup, threads: usize, summary: &Summary) -
         if summary.mode == Mode::E2e {
             let latency = stats::percentiles_json(&summary.total.e2e_latency_us);
             entries.push(("e2e_latency_us".into(), latency));
+            let cdf = stats::cdf_json(&summary.total.e2e_latency_us);
+            entries.push(("e2e_latency_cdf_us".into(), cdf));
         }
         Json::Object(entries)
     });
@@ -1009,5 +1040,21 @@ fn summary_json(spec: &Spec, setup: &Setup, threads: usize, summary: &Summary) -
         ("consume", consume),
         ("errors", stats::errors_json(&summary.total.errors)),
         ("verify", verify),
+        (
+            "timeline",
+            Json::Array(
+                summary
+                    .timeline
+                    .iter()
+                    .map(|tick| {
+                        Json::object([
+                            ("elapsed_s", Json::from(tick.elapsed_s)),
+                            ("produced_mb_per_s", Json::from(tick.produced_mb_per_s)),
+                            ("consumed_mb_per_s", Json::from(tick.consumed_mb_per_s)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }

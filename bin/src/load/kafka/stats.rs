@@ -218,6 +218,29 @@ pub fn percentiles_json(histogram: &Histogram<u64>) -> Json {
     Json::Object(entries)
 }
 
+/// Percentiles a latency CDF is drawn through: dense in the tail, where brokers differ.
+const CDF_PERCENTILES: [f64; 20] = [
+    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9,
+    99.95, 99.99, 99.999, 100.0,
+];
+
+/// The latency distribution as `[[percentile, microseconds], ...]` (for a CDF plot), or null
+/// when nothing was recorded.
+pub fn cdf_json(histogram: &Histogram<u64>) -> Json {
+    if histogram.is_empty() {
+        return Json::Null;
+    }
+    Json::Array(
+        CDF_PERCENTILES
+            .iter()
+            .map(|percentile| {
+                let value = histogram.value_at_quantile(percentile / 100.0);
+                Json::Array(vec![Json::from(*percentile), Json::from(value)])
+            })
+            .collect(),
+    )
+}
+
 /// The errors as `3 (TIMEOUT 2, CONNECTION_LOST 1)`, or `none`.
 pub fn errors_line(errors: &BTreeMap<String, u64>) -> String {
     let total: u64 = errors.values().sum();
