@@ -6,6 +6,7 @@
 #   perf/kafka.sh fetch                 fetch the jars into .tools/kafka-broker (idempotent)
 #   perf/kafka.sh start DATA_DIR PORT   format DATA_DIR (wiped) and start; waits until ready;
 #                                       prints the broker's pid; log in DATA_DIR.log
+#   perf/kafka.sh restart DATA_DIR      start again on DATA_DIR's data (no format); prints the pid
 #   perf/kafka.sh stop PID              SIGTERM, wait (then SIGKILL after 60 s)
 #   perf/kafka.sh run CLASS ARGS...     run a tool class (ProducerPerformance, ...) on the jars
 #
@@ -79,18 +80,28 @@ PROPS
     local cluster
     cluster=$(java -cp "$jars/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
     java -cp "$jars/*" kafka.tools.StorageTool format -t "$cluster" -c "$props" >"$dir.log" 2>&1
+    launch "$dir"
+}
+
+# Starts the broker on DATA_DIR's existing config and data (after `start`, e.g. after a kill -9),
+# waits until it logs that it started, and prints its pid.
+launch() {
+    local dir=$1
+    local props=$dir/server.properties
+    local before
+    before=$(grep -c "Kafka Server started" "$dir.log" 2>/dev/null || true)
     # shellcheck disable=SC2086
     setsid java $JAVA_OPTS -cp "$jars/*" kafka.Kafka "$props" >>"$dir.log" 2>&1 </dev/null &
     local pid=$!
-    local deadline=$((SECONDS + 120))
-    until grep -q "Kafka Server started" "$dir.log" 2>/dev/null; do
+    local deadline=$((SECONDS + 900))
+    until [ "$(grep -c "Kafka Server started" "$dir.log" 2>/dev/null || true)" -gt "${before:-0}" ]; do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "kafka exited during start; see $dir.log" >&2
             tail -20 "$dir.log" >&2
             return 1
         fi
         if [ $SECONDS -ge $deadline ]; then
-            echo "kafka not ready after 120 s; see $dir.log" >&2
+            echo "kafka not ready after 900 s; see $dir.log" >&2
             kill -9 "$pid" 2>/dev/null || true
             return 1
         fi
@@ -117,10 +128,11 @@ shift || true
 case "$cmd" in
 fetch) fetch ;;
 start) start "$@" ;;
+restart) launch "$@" ;;
 stop) stop "$@" ;;
 run) run "$@" ;;
 *)
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
     ;;
 esac

@@ -420,16 +420,35 @@ async fn wait_for_leaders(client: &mut Client, topic: &str, created: bool) -> Re
     }
 }
 
+/// Errors a partition answers while its leadership settles (Kafka right after CreateTopics:
+/// Metadata already names the leader before that broker acts as one): retried during setup.
+const SETTLING_ERRORS: [i16; 3] = [
+    3, // UNKNOWN_TOPIC_OR_PARTITION
+    5, // LEADER_NOT_AVAILABLE
+    6, // NOT_LEADER_OR_FOLLOWER
+];
+
 async fn list_offset(
     client: &mut Client,
     topic: &str,
     partition: i32,
     which: i64,
 ) -> Result<i64, String> {
-    client
-        .list_offset(topic, partition, which)
-        .await
-        .map_err(|error| error.to_string())
+    let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
+    loop {
+        match client.list_offset(topic, partition, which).await {
+            Ok(offset) => return Ok(offset),
+            Err(error)
+                if Instant::now() < deadline
+                    && error
+                        .kafka_error()
+                        .is_some_and(|error| SETTLING_ERRORS.contains(&error.code)) =>
+            {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
 }
 
 /// A number unique enough to tell this run's producers from earlier runs' in stamped values.
