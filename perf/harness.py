@@ -87,9 +87,10 @@ class ProcStats:
 class Runnel:
     name = "runnel"
 
-    def __init__(self, data_dir, setting):
+    def __init__(self, data_dir, setting, binary=RUNNEL):
         self.data_dir = data_dir
         self.setting = setting
+        self.binary = binary
         self.proc = None
         self.port = free_port()
 
@@ -108,7 +109,7 @@ class Runnel:
         logfile = open(self.data_dir + ".log", "a")
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [RUNNEL, "serve", "--listen", self.bootstrap, "--data-dir", self.data_dir,
+            [self.binary, "serve", "--listen", self.bootstrap, "--data-dir", self.data_dir,
              "--config", config],
             stdout=subprocess.PIPE, stderr=logfile, text=True,
         )
@@ -541,22 +542,30 @@ def markdown(report):
         lines.append(f"| {name} | {fmt(limit['mb_per_s'], 0)} | {limit['tool']} |")
     lines += ["", "## Workloads", "",
               "| workload | broker | setting | client | figure | runnel/Kafka (same client) "
-              "| vs limit | broker CPU s/GB | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| runnel/previous | vs limit | broker CPU s/GB | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    previous = report.get("previous", {}).get("label")
     for workload, runs in report["workloads"].items():
         kafka = {r["client"]: r for r in runs if r["broker"] == "kafka"}
+        earlier = {(r["client"], r["setting"]): r for r in runs
+                   if previous and r["broker"] == f"runnel@{previous}"}
         for r in runs:
             value, unit, higher = headline(workload, r)
             if r.get("error"):
                 first = r["error"].strip().splitlines()[-1][:120].replace("|", "/")
                 lines.append(f"| {workload} | {r['broker']} | {r['setting']} | {r['client']} | "
-                             f"failed: {first} | | | | |")
+                             f"failed: {first} | | | | | |")
                 continue
-            base = kafka.get(r["client"]) if r["broker"] == "runnel" else None
-            rel = None
-            if base is not None:
+
+            def relative(base):
+                if base is None or base.get("error"):
+                    return None
                 base_value, _, _ = headline(workload, base)
-                rel = ratio(value, base_value) if higher else ratio(base_value, value)
+                return ratio(value, base_value) if higher else ratio(base_value, value)
+
+            rel = relative(kafka.get(r["client"])) if r["broker"].startswith("runnel") else None
+            prev = (relative(earlier.get((r["client"], r["setting"])))
+                    if r["broker"] == "runnel" else None)
             limit = None
             if workload in ("produce-throughput",) and value:
                 limit = ratio(value, report["limits"]["disk"]["mb_per_s"])
@@ -565,10 +574,15 @@ def markdown(report):
             lines.append(
                 f"| {workload} | {r['broker']} | {r['setting']} | {r['client']} | "
                 f"{fmt(value)} {unit} | {fmt(rel)}{'' if rel is None else ('x' if higher else 'x (Kafka/runnel)')} | "
+                f"{fmt(prev)}{'' if prev is None else ('x' if higher else 'x (previous/now)')} | "
                 f"{fmt(limit)} | {fmt(r.get('broker_cpu_s_per_gb'))} | "
                 f"{fmt(r.get('broker_peak_rss_mb'), 0)} |")
     lines += ["", "Ratios: higher is better for runnel; for latency and restart time the ratio "
-              "is Kafka's figure over runnel's. Limits: disk = fio, loopback = iperf3."]
+              "is Kafka's (or the previous commit's) figure over runnel's. Limits: disk = fio, "
+              "loopback = iperf3."]
+    if previous:
+        lines.append(f"Previous: `runnel@{previous}` is the broker built from commit {previous}, "
+                     "driven by this commit's runnel-load.")
     return "\n".join(lines) + "\n"
 
 
@@ -628,6 +642,10 @@ def main():
                         help="comma-separated subset of: " + ", ".join(RUNNERS))
     parser.add_argument("--brokers", default="runnel,kafka")
     parser.add_argument("--out", default=os.path.join(ROOT, "perf", "results"))
+    parser.add_argument("--previous-bin", help="a runnel binary built from an earlier commit: "
+                        "its broker runs every workload too (runnel-load only), for regressions")
+    parser.add_argument("--previous-label", default="previous",
+                        help="what to call that commit in the report (e.g. its short hash)")
     args = parser.parse_args()
 
     with open(WORKLOADS) as handle:
@@ -657,8 +675,16 @@ def main():
     report["limits"]["loopback_sendfile"] = iperf_limit(3 if quick else 10, zerocopy=True)
 
     systems = []
+    previous = f"runnel@{args.previous_label}"
+    if args.previous_bin:
+        report["previous"] = {"label": args.previous_label, "binary": args.previous_bin}
     if "runnel" in brokers:
-        systems += [("runnel", "fsync"), ("runnel", "nofsync")]
+        for setting in ("fsync", "nofsync"):
+            systems.append(("runnel", setting))
+            # Right after the same setting of this commit, so drift on a noisy machine
+            # affects both alike.
+            if args.previous_bin:
+                systems.append((previous, setting))
     if "kafka" in brokers:
         systems.append(("kafka", "default (no fsync)"))
     for workload in chosen:
@@ -666,11 +692,18 @@ def main():
         size = spec[args.mode]
         runs = []
         for system, setting in systems:
-            if system == "runnel" and setting == "nofsync" and workload not in DURABILITY_SENSITIVE:
+            if (system.startswith("runnel") and setting == "nofsync"
+                    and workload not in DURABILITY_SENSITIVE):
                 continue
             data = os.path.join(args.dir, f"{system}-{workload}")
-            broker = Runnel(data, setting) if system == "runnel" else Kafka(data)
             clients = ["runnel-load", "kafka-tools"]
+            if system == "runnel":
+                broker = Runnel(data, setting)
+            elif system == previous:
+                broker = Runnel(data, setting, binary=args.previous_bin)
+                clients = ["runnel-load"]
+            else:
+                broker = Kafka(data)
             log(f"{workload}: {system} ({setting})")
             broker.start()
             try:

@@ -6,6 +6,9 @@
 #   perf/run.sh                 quick mode (a few minutes; for development)
 #   perf/run.sh --mode full     the full sizes of perf/workloads/workloads.json
 #   perf/run.sh --workloads produce-throughput,e2e-latency --brokers runnel,kafka
+#   perf/run.sh --mode full --previous HEAD~3
+#                               also runs a broker built from an earlier commit (perf-method.md's
+#                               third baseline, for regressions), with this commit's runnel-load
 #
 # Writes perf/results/<date>-<workload>.json, <date>-perf-<mode>.{json,md} and PNG plots, and
 # prints the Markdown table. Installs what it needs (fio, iperf3, a venv, the Kafka jars).
@@ -27,4 +30,22 @@ if [ ! -x .venv-perf/bin/python ] || ! cmp -s perf/requirements.txt .venv-perf/.
 fi
 perf/kafka.sh fetch
 cargo build --release -q -p runnel-bin --bin runnel --bin runnel-load
-exec .venv-perf/bin/python perf/harness.py "$@"
+
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --previous)
+            [ $# -ge 2 ] || { echo "--previous needs a commit" >&2; exit 2; }
+            rev=$(git rev-parse --short "$2^{commit}") || { echo "unknown commit $2" >&2; exit 2; }
+            tree=target/perf-previous/src
+            git worktree remove --force "$tree" >/dev/null 2>&1 || rm -rf "$tree"
+            git worktree prune
+            git worktree add --detach "$tree" "$rev" >/dev/null
+            echo "building runnel at $rev (target/perf-previous)" >&2
+            (cd "$tree" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release -q -p runnel-bin --bin runnel)
+            args+=(--previous-bin "$PWD/target/perf-previous/target/release/runnel" --previous-label "$rev")
+            shift 2 ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+exec .venv-perf/bin/python perf/harness.py "${args[@]}"
