@@ -536,6 +536,104 @@ mod tests {
         });
     }
 
+    /// Caps the receive buffer of the sockets `listener` accepts (and so their TCP window).
+    fn set_receive_buffer(listener: &std::net::TcpListener, bytes: i32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid socket descriptor and an int of the size passed.
+        let result = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                std::ptr::addr_of!(bytes).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    /// Kafka reads a connection's next request only after it has answered the one before, so
+    /// a pipelined request that does not fit in the socket buffers leaves `send` blocked in
+    /// `write` meanwhile. The earlier answer must still be read while that write waits (the
+    /// reader task and the writer share the stream through the split halves): this broker
+    /// reads on only once the client has taken that answer, so a pipeline that stopped
+    /// reading while a write waits would stall until its timeout.
+    #[test]
+    fn answers_are_read_while_a_send_waits_for_the_broker_to_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        set_receive_buffer(&listener, 64 << 10);
+        let address = listener.local_addr().expect("address").to_string();
+        let (resume, resumed) = mpsc::channel::<()>();
+        let broker = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().ok()?;
+            let (_, version, id) = read_request(&mut stream)?;
+            let versions = ResponseKind::ApiVersions(crate::handlers::api_versions::handle(0));
+            answer(&mut stream, ApiKey::ApiVersions, version, id, &versions);
+            let (_, version, id) = read_request(&mut stream)?;
+            // Answers once the client is blocked writing the large request (and its reader
+            // waits for data), then, muted as Kafka is while it handles a request, reads
+            // nothing more until the client has taken the answer. It gives up (and drops the
+            // connection) long before the client's own timeouts would wake its reader.
+            std::thread::sleep(Duration::from_millis(200));
+            answer(
+                &mut stream,
+                ApiKey::Produce,
+                version,
+                id,
+                &produce_answer(100),
+            );
+            resumed.recv_timeout(Duration::from_secs(3)).ok()?;
+            let (_, version, id) = read_request(&mut stream)?;
+            answer(
+                &mut stream,
+                ApiKey::Produce,
+                version,
+                id,
+                &produce_answer(101),
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            Some(())
+        });
+        run(async move {
+            let config = ClientConfig {
+                request_timeout: Duration::from_secs(30),
+                ..ClientConfig::default()
+            };
+            let client = Client::connect(&address, config).await.expect("connects");
+            let mut pipeline = Pipeline::new(client, 2).expect("pipeline");
+            let first = pipeline.send_produce("t", vec![(0, batch())], -1).await;
+            let first = first.expect("sent");
+            let first_answered = Rc::new(std::cell::Cell::new(false));
+            let waiter = glommio::spawn_local({
+                let first_answered = first_answered.clone();
+                async move {
+                    let answers = first.answers().await;
+                    first_answered.set(true);
+                    let _ = resume.send(());
+                    answers
+                }
+            });
+            // Far more than the client's send buffer (4 MiB at most) and the broker's 64 KiB.
+            let big = encode_batch(&[NewRecord {
+                key: None,
+                value: Some(Bytes::from(vec![7u8; 16 << 20])),
+                headers: Vec::new(),
+                timestamp_ms: 0,
+            }]);
+            let second = pipeline.send_produce("t", vec![(0, big)], -1).await;
+            let second = second.expect("the large request went out once the broker read on");
+            assert!(
+                first_answered.get(),
+                "the large request fit in the socket buffers: the test proves nothing"
+            );
+            let first = waiter.await.expect("first answered");
+            assert_eq!(first[0].1.clone().expect("no error"), 100);
+            let second = second.answers().await.expect("second answered");
+            assert_eq!(second[0].1.clone().expect("no error"), 101);
+        });
+        assert!(broker.join().expect("broker thread").is_some());
+    }
+
     #[test]
     fn a_silent_broker_times_out_every_request_in_flight() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
