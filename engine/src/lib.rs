@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod cache;
+mod checkpoint;
 pub mod codec;
 pub mod compact;
 pub mod fault;
@@ -25,6 +26,7 @@ pub mod segment;
 mod writer;
 
 pub use cache::CacheBudget;
+pub use checkpoint::{RecoveryMode, RecoveryStats};
 pub use compact::{CleanSummary, CleanerConfig};
 pub use log::{
     AppendResult, CleanupPolicy, FlushPolicy, LogConfig, LogContext, LogError, PartitionLog,

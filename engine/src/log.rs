@@ -17,6 +17,7 @@
 
 use crate::batch::{self, BatchInfo, ValidationLimits};
 use crate::cache::{CacheBudget, CachedBatch, TailCache};
+use crate::checkpoint::{DurablePoint, Journal, RecoveryStats};
 use crate::index::{self, SegmentIndex};
 use crate::io::{align_down, Storage};
 use crate::notify::Notify;
@@ -329,6 +330,8 @@ struct LogState {
     cache: TailCache,
     /// Idempotent producers: checked when a batch is queued, made durable in `publish`.
     producers: ProducerStateTable,
+    /// How much of the active segment is known synced (what a recovery checkpoint may record).
+    durable_point: Option<DurablePoint>,
 }
 
 impl LogState {
@@ -362,6 +365,10 @@ struct LogInner {
     segments_lock: glommio::sync::Semaphore,
     /// The cleaner's progress (`compact.rs`).
     compact: RefCell<crate::compact::CompactState>,
+    /// The open recovery checkpoint journal (`checkpoint.rs`); used under `segments_lock`.
+    journal: RefCell<Option<Journal>>,
+    /// What the open read.
+    recovery_stats: RecoveryStats,
 }
 
 impl Drop for LogInner {
@@ -406,6 +413,7 @@ impl PartitionLog {
             loaded_indexes: VecDeque::new(),
             cache,
             producers: recovered.producers,
+            durable_point: recovered.durable_point,
         };
         let notify = Rc::new(Notify::default());
         let compact = crate::compact::CompactState::load(&dir, state.log_start, state.next_offset);
@@ -418,6 +426,8 @@ impl PartitionLog {
             io_lock: glommio::sync::Semaphore::new(1),
             segments_lock: glommio::sync::Semaphore::new(1),
             compact: RefCell::new(compact),
+            journal: RefCell::new(None),
+            recovery_stats: recovered.stats,
         });
         glommio::spawn_local(flusher(Rc::downgrade(&inner), notify)).detach();
         Ok(PartitionLog { inner })
@@ -441,6 +451,19 @@ impl PartitionLog {
     /// The first offset still readable.
     pub fn log_start_offset(&self) -> i64 {
         self.inner.state.borrow().log_start
+    }
+
+    /// What opening this log read (how its newest segment was recovered).
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.inner.recovery_stats
+    }
+
+    /// Writes a recovery checkpoint (`checkpoint.rs`) if the synced part of the active segment
+    /// grew since the last one, so an unclean open scans only what follows it. Returns whether
+    /// one was written; a poisoned or closed log writes none. A failed checkpoint write or sync
+    /// poisons the log. The shard calls this every `log.flush.offset.checkpoint.interval.ms`.
+    pub async fn checkpoint(&self) -> Result<bool, LogError> {
+        crate::checkpoint::write_checkpoint(self).await
     }
 
     /// Why the log is poisoned, if it is.
@@ -1061,6 +1084,7 @@ impl PartitionLog {
             loaded_indexes: &mut state.loaded_indexes,
             producers: &mut state.producers,
             log_start: &mut state.log_start,
+            durable_point: &mut state.durable_point,
         };
         f(&mut view)
     }
@@ -1085,6 +1109,10 @@ impl PartitionLog {
 
     pub(crate) fn compact_state(&self) -> &RefCell<crate::compact::CompactState> {
         &self.inner.compact
+    }
+
+    pub(crate) fn journal(&self) -> &RefCell<Option<Journal>> {
+        &self.inner.journal
     }
 
     pub(crate) fn poison(&self, reason: Arc<str>) {
@@ -1121,6 +1149,12 @@ impl PartitionLog {
             .map_err(|_| LogError::Closed)?;
         // Wait for a segment swap in progress: once closed, the directory may be reopened.
         let _segments_permit = self.segments_permit().await?;
+        let journal = self.inner.journal.borrow_mut().take();
+        if let Some(journal) = journal {
+            if let Err(error) = journal.close().await {
+                tracing::warn!(dir = %self.inner.dir.display(), %error, "closing the recovery checkpoint");
+            }
+        }
         let poisoned = self.inner.state.borrow().poisoned.clone();
         let writer = self.inner.state.borrow_mut().writer.take();
         let result = match (writer, poisoned) {
@@ -1174,6 +1208,7 @@ pub(crate) struct LogStateView<'a> {
     pub loaded_indexes: &'a mut VecDeque<i64>,
     pub producers: &'a mut ProducerStateTable,
     pub log_start: &'a mut i64,
+    pub durable_point: &'a mut Option<DurablePoint>,
 }
 
 /// Records that a sealed segment's indexes are loaded, unloading the least recently loaded ones
@@ -1322,6 +1357,12 @@ async fn commit_round(log: &PartitionLog) -> io::Result<()> {
         } else {
             Ok(())
         };
+        if result.is_ok() {
+            // Everything published is synced now.
+            let mut state = inner.state.borrow_mut();
+            let point = DurablePoint::of_segment(state.active());
+            state.durable_point = Some(point);
+        }
         inner.state.borrow_mut().last_sync = Instant::now();
         inner.state.borrow_mut().writer = Some(writer);
         return result;
@@ -1381,7 +1422,8 @@ async fn write_group(
                 }
                 FlushPolicy::Never => false,
             };
-            if sync_now || end < group.len() {
+            let synced = sync_now || end < group.len();
+            if synced {
                 writer.sync().await?;
                 log.inner.state.borrow_mut().last_sync = Instant::now();
             }
@@ -1390,6 +1432,7 @@ async fn write_group(
                 chunk,
                 writer.written_bytes(),
                 config.index_interval_bytes,
+                synced,
             );
         }
         if end < group.len() {
@@ -1416,8 +1459,15 @@ fn needs_roll(
         || u32::try_from(batch.last_offset() - state.active().base_offset).is_err()
 }
 
-/// Makes written batches visible: index entries, segment size, tail cache, durable end.
-fn publish(log: &PartitionLog, chunk: &[PendingBatch], written_bytes: u64, interval: u64) {
+/// Makes written batches visible: index entries, segment size, tail cache, durable end; and, if
+/// they were `synced`, the durable point (every byte written so far is then synced).
+fn publish(
+    log: &PartitionLog,
+    chunk: &[PendingBatch],
+    written_bytes: u64,
+    interval: u64,
+    synced: bool,
+) {
     let mut guard = log.inner.state.borrow_mut();
     let state = &mut *guard;
     let segment = state
@@ -1461,6 +1511,9 @@ fn publish(log: &PartitionLog, chunk: &[PendingBatch], written_bytes: u64, inter
     let last = chunk.last().expect("non-empty chunk");
     segment.next_offset = last.last_offset() + 1;
     state.durable_end = last.last_offset() + 1;
+    if synced {
+        state.durable_point = Some(DurablePoint::of_segment(segment));
+    }
     drop(guard);
     log.inner.notify.notify_all();
 }

@@ -605,18 +605,27 @@ pub(crate) fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
 /// segment, whose predecessors' batches are gone) plus the batches from its offset on; with no
 /// usable snapshot, every segment is read. Reads batch headers only: the batches were checked
 /// when recovery scanned the newest segment, and older segments are trusted.
+///
+/// `preloaded` is a snapshot recovery already holds (from a recovery checkpoint): it is used
+/// when no snapshot file is newer. Returns the table and the bytes read to replay batches.
 pub(crate) fn rebuild(
     dir: &Path,
     segments: &BTreeMap<i64, Segment>,
     end_offset: i64,
     limits: ProducerLimits,
     now_ms: i64,
-) -> io::Result<ProducerStateTable> {
+    preloaded: Option<(i64, ProducerStateTable)>,
+) -> io::Result<(ProducerStateTable, u64)> {
     let first_base = segments.keys().next().copied().unwrap_or(end_offset);
+    let preloaded = preloaded.filter(|(offset, _)| (first_base..=end_offset).contains(offset));
+    let preloaded_offset = preloaded.as_ref().map(|(offset, _)| *offset);
     let mut loaded = None;
     for offset in list_snapshots(dir)?.into_iter().rev() {
         if offset > end_offset || offset < first_base {
             continue;
+        }
+        if preloaded_offset.is_some_and(|preloaded_offset| preloaded_offset >= offset) {
+            break;
         }
         let path = snapshot_path(dir, offset);
         let decoded = std::fs::read(&path)
@@ -644,7 +653,7 @@ pub(crate) fn rebuild(
             ),
         }
     }
-    let (from_offset, mut table) = match loaded {
+    let (from_offset, mut table) = match loaded.or(preloaded) {
         Some(found) => found,
         None => {
             if end_offset > first_base {
@@ -656,6 +665,7 @@ pub(crate) fn rebuild(
             (first_base, ProducerStateTable::new(limits))
         }
     };
+    let mut replayed_bytes = 0u64;
     for segment in segments.values() {
         if segment.next_offset <= from_offset {
             continue;
@@ -674,6 +684,7 @@ pub(crate) fn rebuild(
             from_offset,
             now_ms,
             &mut table,
+            &mut replayed_bytes,
         )?;
         if let Err(reason) = replayed {
             tracing::warn!(
@@ -683,13 +694,14 @@ pub(crate) fn rebuild(
             );
         }
     }
-    Ok(table)
+    Ok((table, replayed_bytes))
 }
 
 /// Replays the producer batches of one segment file from `position` to `end` (bytes) whose last
 /// offset is at least `from_offset`. Replayed batches count as appended at `now_ms`: the log does
 /// not record arrival times and producer timestamps are not to be trusted for expiry. The outer
-/// error is an I/O error; the inner one a header that cannot be walked past.
+/// error is an I/O error; the inner one a header that cannot be walked past. Adds the bytes it
+/// reads to `read_bytes`.
 fn replay_segment(
     file: &File,
     mut position: u64,
@@ -697,6 +709,7 @@ fn replay_segment(
     from_offset: i64,
     now_ms: i64,
     table: &mut ProducerStateTable,
+    read_bytes: &mut u64,
 ) -> io::Result<Result<(), String>> {
     const CHUNK_BYTES: u64 = 1 << 20;
     let mut buffer = Vec::new();
@@ -710,6 +723,7 @@ fn replay_segment(
             let length = CHUNK_BYTES.min(end - position) as usize;
             buffer.resize(length, 0);
             file.read_exact_at(&mut buffer, position)?;
+            *read_bytes += length as u64;
             buffer_position = position;
         }
         let start = (position - buffer_position) as usize;
@@ -1029,7 +1043,7 @@ mod tests {
         let mut table = ProducerStateTable::new(LIMITS);
         let end = contents.len() as u64;
         assert_eq!(
-            replay_segment(&file, 0, end, 6, NOW, &mut table).unwrap(),
+            replay_segment(&file, 0, end, 6, NOW, &mut table, &mut 0).unwrap(),
             Ok(())
         );
         let entry = table.durable_entry(7).unwrap();
@@ -1037,7 +1051,7 @@ mod tests {
         assert_eq!(offsets, vec![6, 7, 8, 9], "only batches from offset 6");
         // A cut inside the last batch is reported, the batches before it replayed.
         let mut table = ProducerStateTable::new(LIMITS);
-        let outcome = replay_segment(&file, 0, end - 5, 0, NOW, &mut table).unwrap();
+        let outcome = replay_segment(&file, 0, end - 5, 0, NOW, &mut table, &mut 0).unwrap();
         assert!(outcome.is_err());
         assert_eq!(table.durable_entry(7).unwrap().last_sequence(), Some(8));
     }

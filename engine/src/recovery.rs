@@ -4,15 +4,17 @@
 //!
 //! Recovery reads only the newest segment: a clean-shutdown marker means its indexes on disk are
 //! exact; without one the segment is scanned, every batch's length, CRC and offset checked, and
-//! the file is cut at the first bad batch. Sealed segments are trusted (they were synced and their
-//! indexes written before the next segment was created) and their indexes load on first use, so
-//! opening costs the tail, not the total.
+//! the file is cut at the first bad batch. A recovery checkpoint (`checkpoint.rs`) that checks
+//! out limits the scan to the bytes after the synced prefix it records. Sealed segments are
+//! trusted (they were synced and their indexes written before the next segment was created) and
+//! their indexes load on first use, so opening costs the unsynced tail, not the total.
 
+use crate::checkpoint::{self, Checkpoint, DurablePoint, RecoveryMode, RecoveryStats};
 use crate::index::{SegmentFooter, SegmentIndex};
 use crate::io::{write_file_atomic_blocking, BLOCK_BYTES};
 use crate::log::{self, LogConfig, LogContext, LogError, PartitionLog};
 use crate::producer_state::{self, ProducerStateTable};
-use crate::segment::{self, OffsetGaps, Segment, SegmentPaths};
+use crate::segment::{self, OffsetGaps, ScanStart, Segment, SegmentPaths};
 use crate::writer::SegmentWriter;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -29,6 +31,9 @@ pub(crate) struct Recovered {
     pub next_offset: i64,
     pub log_start: i64,
     pub producers: ProducerStateTable,
+    /// How much of the active segment is known synced.
+    pub durable_point: Option<DurablePoint>,
+    pub stats: RecoveryStats,
 }
 
 fn open_error<'a>(dir: &'a Path, what: &str) -> impl Fn(io::Error) -> LogError + 'a {
@@ -78,7 +83,15 @@ pub(crate) async fn recover(
         segments.insert(pair[0], segment);
     }
     let last_base = *bases.last().expect("at least one segment");
-    let (segment, writer) = open_active(dir, config, context, last_base, clean).await?;
+    let recovery_checkpoint = if clean { None } else { checkpoint::load(dir) };
+    let active = open_active(dir, config, context, last_base, clean, recovery_checkpoint).await?;
+    let ActiveSegment {
+        segment,
+        writer,
+        durable_point,
+        mut stats,
+        snapshot,
+    } = active;
     let next_offset = segment.next_offset;
     segments.insert(last_base, segment);
     if clean {
@@ -91,7 +104,19 @@ pub(crate) async fn recover(
             .await
             .map_err(open_error(dir, "syncing the directory"))?;
     }
-    let producers = recover_producers(dir, &segments, next_offset, config, context).await?;
+    let (producers, replayed_bytes) =
+        recover_producers(dir, &segments, next_offset, config, context, snapshot).await?;
+    stats.producer_replay_bytes = replayed_bytes;
+    if stats.mode != RecoveryMode::Clean && stats.trusted_bytes + stats.scanned_bytes > 0 {
+        tracing::info!(
+            dir = %dir.display(),
+            mode = ?stats.mode,
+            trusted_bytes = stats.trusted_bytes,
+            scanned_bytes = stats.scanned_bytes,
+            producer_replay_bytes = stats.producer_replay_bytes,
+            "recovered after an unclean shutdown"
+        );
+    }
     let first_base = bases[0];
     let log_start = checkpoint
         .unwrap_or(first_base)
@@ -103,20 +128,24 @@ pub(crate) async fn recover(
         next_offset,
         log_start,
         producers,
+        durable_point,
+        stats,
     })
 }
 
-/// The producer state of a recovered log: the newest usable snapshot plus the batches after it
-/// (normally just the newest segment, which was read anyway). Snapshots above the end describe
+/// The producer state of a recovered log: the newest usable snapshot (a file, or the trusted
+/// recovery checkpoint's `snapshot`) plus the batches after it. Snapshots above the end describe
 /// batches that are gone (a cut tail, an interrupted truncation): they are deleted first, before
-/// new batches could carry the log past them and make them look valid.
+/// new batches could carry the log past them and make them look valid. Returns the table and the
+/// bytes read to replay batches.
 async fn recover_producers(
     dir: &Path,
     segments: &BTreeMap<i64, Segment>,
     next_offset: i64,
     config: &LogConfig,
     context: &LogContext,
-) -> Result<ProducerStateTable, LogError> {
+    snapshot: Option<Vec<u8>>,
+) -> Result<(ProducerStateTable, u64), LogError> {
     let snapshots =
         producer_state::list_snapshots(dir).map_err(open_error(dir, "listing snapshots"))?;
     let stale: Vec<i64> = snapshots
@@ -126,8 +155,16 @@ async fn recover_producers(
     remove_snapshots(dir, context, &stale)
         .await
         .map_err(open_error(dir, "removing stale producer snapshots"))?;
+    let limits = config.producer_limits();
+    let preloaded = snapshot.and_then(|bytes| {
+        ProducerStateTable::decode_snapshot(&bytes, limits)
+            .map_err(|error| {
+                tracing::warn!(dir = %dir.display(), %error, "the recovery checkpoint's producer snapshot is unusable");
+            })
+            .ok()
+    });
     let now_ms = wall_clock_ms();
-    producer_state::rebuild(dir, segments, next_offset, config.producer_limits(), now_ms)
+    producer_state::rebuild(dir, segments, next_offset, limits, now_ms, preloaded)
         .map_err(open_error(dir, "rebuilding producer state"))
 }
 
@@ -218,13 +255,24 @@ fn sealed_segment(
     })
 }
 
+/// The opened active segment and what recovering it found.
+struct ActiveSegment {
+    segment: Segment,
+    writer: SegmentWriter,
+    durable_point: Option<DurablePoint>,
+    stats: RecoveryStats,
+    /// The producer snapshot of the recovery checkpoint, when the checkpoint was trusted.
+    snapshot: Option<Vec<u8>>,
+}
+
 async fn open_active(
     dir: &Path,
     config: &LogConfig,
     context: &LogContext,
     base_offset: i64,
     clean: bool,
-) -> Result<(Segment, SegmentWriter), LogError> {
+    checkpoint: Option<Checkpoint>,
+) -> Result<ActiveSegment, LogError> {
     let paths = SegmentPaths::new(dir, base_offset);
     let read_file = context
         .storage
@@ -238,42 +286,47 @@ async fn open_active(
         .then(|| read_index_files(&paths, base_offset).ok())
         .flatten()
         .filter(|(_, footer)| footer.size_bytes == file_bytes);
-    let (index, size_bytes, next_offset) = match trusted {
-        Some((index, footer)) => (index, footer.size_bytes, footer.next_offset),
+    let trusted_clean = trusted.is_some();
+    let recovered = match trusted {
+        Some((index, footer)) => RecoveredActive {
+            index,
+            size_bytes: footer.size_bytes,
+            next_offset: footer.next_offset,
+            stats: RecoveryStats {
+                mode: RecoveryMode::Clean,
+                trusted_bytes: file_bytes,
+                scanned_bytes: 0,
+                producer_replay_bytes: 0,
+            },
+            durable_point: None,
+            snapshot: None,
+        },
         None => {
-            let scan = segment::scan_segment(
+            let interval = config.index_interval_bytes;
+            scan_active(
+                dir,
                 &read_file,
                 base_offset,
                 file_bytes,
-                config.index_interval_bytes,
-                OffsetGaps::Reject,
-            )
-            .map_err(open_error(dir, "scanning the active segment"))?;
-            if scan.valid_bytes < file_bytes && scan.stopped_at_zeros {
-                tracing::info!(
-                    dir = %dir.display(),
-                    segment = base_offset,
-                    valid_bytes = scan.valid_bytes,
-                    "recovery: the active segment ends in preallocated space; trimming it"
-                );
-            } else if scan.valid_bytes < file_bytes {
-                tracing::warn!(
-                    dir = %dir.display(),
-                    segment = base_offset,
-                    valid_bytes = scan.valid_bytes,
-                    file_bytes,
-                    reason = scan.stopped_by.as_deref().unwrap_or("end of data"),
-                    "recovery: cutting the segment after its last valid batch"
-                );
-            }
-            (scan.index, scan.valid_bytes, scan.next_offset)
+                interval,
+                checkpoint,
+            )?
         }
     };
+    let RecoveredActive {
+        index,
+        size_bytes,
+        next_offset,
+        stats,
+        mut durable_point,
+        snapshot,
+    } = recovered;
     let file = context
         .storage
         .open_write(&paths.log)
         .await
         .map_err(open_error(dir, "opening the active segment for writing"))?;
+    let synced_whole = trusted_clean || size_bytes != file_bytes;
     if size_bytes != file_bytes {
         file.truncate(size_bytes)
             .await
@@ -296,7 +349,177 @@ async fn open_active(
         index: Some(Rc::new(index)),
         first_append_ms: None,
     };
-    Ok((segment, writer))
+    // A clean close synced the segment, and so does the cut above (all of the file's data):
+    // then every recovered byte is durable. Otherwise only what a trusted checkpoint covers.
+    if synced_whole {
+        durable_point = Some(DurablePoint::of_segment(&segment));
+    }
+    Ok(ActiveSegment {
+        segment,
+        writer,
+        durable_point,
+        stats,
+        snapshot,
+    })
+}
+
+/// What recovering the active segment's bytes found.
+struct RecoveredActive {
+    index: SegmentIndex,
+    size_bytes: u64,
+    next_offset: i64,
+    stats: RecoveryStats,
+    /// The trusted checkpoint's point (the bytes it covers were synced).
+    durable_point: Option<DurablePoint>,
+    /// The trusted checkpoint's producer snapshot.
+    snapshot: Option<Vec<u8>>,
+}
+
+/// Recovers an active segment without a clean shutdown: from the end of a recovery checkpoint
+/// that checks out, else from byte 0, scanning to the first batch that fails.
+fn scan_active(
+    dir: &Path,
+    read_file: &File,
+    base_offset: i64,
+    file_bytes: u64,
+    interval: u64,
+    checkpoint: Option<Checkpoint>,
+) -> Result<RecoveredActive, LogError> {
+    let verified = match checkpoint {
+        Some(found) => verify_checkpoint(dir, read_file, base_offset, found, file_bytes, interval)
+            .map_err(open_error(dir, "checking the recovery checkpoint"))?,
+        None => None,
+    };
+    let mut stats = RecoveryStats {
+        mode: RecoveryMode::FullScan,
+        trusted_bytes: 0,
+        scanned_bytes: 0,
+        producer_replay_bytes: 0,
+    };
+    let (start, durable_point, snapshot) = match verified {
+        Some(VerifiedCheckpoint {
+            checkpoint,
+            read_bytes,
+        }) => {
+            stats.mode = RecoveryMode::Checkpoint;
+            stats.trusted_bytes = checkpoint.point.size_bytes;
+            stats.scanned_bytes = read_bytes;
+            let start = ScanStart {
+                position: checkpoint.point.size_bytes,
+                next_offset: checkpoint.point.next_offset,
+                index: checkpoint.index,
+            };
+            (start, Some(checkpoint.point), checkpoint.snapshot)
+        }
+        None => (ScanStart::segment_start(base_offset), None, None),
+    };
+    let scan = segment::scan_segment_from(
+        read_file,
+        base_offset,
+        start,
+        file_bytes,
+        interval,
+        OffsetGaps::Reject,
+    )
+    .map_err(open_error(dir, "scanning the active segment"))?;
+    stats.scanned_bytes += scan.read_bytes;
+    log_scan_end(dir, base_offset, &scan, file_bytes);
+    Ok(RecoveredActive {
+        index: scan.index,
+        size_bytes: scan.valid_bytes,
+        next_offset: scan.next_offset,
+        stats,
+        durable_point,
+        snapshot,
+    })
+}
+
+fn log_scan_end(dir: &Path, base_offset: i64, scan: &segment::ScanResult, file_bytes: u64) {
+    if scan.valid_bytes < file_bytes && scan.stopped_at_zeros {
+        tracing::info!(
+            dir = %dir.display(),
+            segment = base_offset,
+            valid_bytes = scan.valid_bytes,
+            "recovery: the active segment ends in preallocated space; trimming it"
+        );
+    } else if scan.valid_bytes < file_bytes {
+        tracing::warn!(
+            dir = %dir.display(),
+            segment = base_offset,
+            valid_bytes = scan.valid_bytes,
+            file_bytes,
+            reason = scan.stopped_by.as_deref().unwrap_or("end of data"),
+            "recovery: cutting the segment after its last valid batch"
+        );
+    }
+}
+
+/// A recovery checkpoint that matches the active segment, and the bytes read to check it.
+struct VerifiedCheckpoint {
+    checkpoint: Checkpoint,
+    read_bytes: u64,
+}
+
+/// Checks `found` against the active segment before its prefix is trusted: it must name this
+/// segment and end within the file, and the batches from its last index entry to its end must
+/// scan clean (length, CRC, offsets continuing from the entry) and end exactly at its size and
+/// offset. A stale checkpoint (a roll or a cut after it) or one that does not match is ignored:
+/// the segment is then scanned whole.
+fn verify_checkpoint(
+    dir: &Path,
+    file: &File,
+    base_offset: i64,
+    found: Checkpoint,
+    file_bytes: u64,
+    interval: u64,
+) -> io::Result<Option<VerifiedCheckpoint>> {
+    let point = found.point;
+    if point.segment_base != base_offset {
+        // Written before the newest segment was rolled: nothing of this segment is recorded.
+        tracing::debug!(dir = %dir.display(), "the recovery checkpoint names an older segment");
+        return Ok(None);
+    }
+    let reject = |reason: &str| {
+        tracing::warn!(
+            dir = %dir.display(),
+            segment = base_offset,
+            checkpoint_bytes = point.size_bytes,
+            file_bytes,
+            reason,
+            "recovery checkpoint does not match the segment; scanning it whole"
+        );
+        Ok(None)
+    };
+    if point.size_bytes > file_bytes {
+        return reject("it ends past the end of the file");
+    }
+    let (position, next_offset) = match found.index.offsets.last() {
+        Some(entry) => (
+            u64::from(entry.position),
+            base_offset + i64::from(entry.relative_offset),
+        ),
+        None => (0, base_offset),
+    };
+    let start = ScanStart {
+        position,
+        next_offset,
+        index: SegmentIndex::new(),
+    };
+    let scan = segment::scan_segment_from(
+        file,
+        base_offset,
+        start,
+        point.size_bytes,
+        interval,
+        OffsetGaps::Reject,
+    )?;
+    if scan.valid_bytes != point.size_bytes || scan.next_offset != point.next_offset {
+        return reject("its last indexed batches do not end where it does");
+    }
+    Ok(Some(VerifiedCheckpoint {
+        checkpoint: found,
+        read_bytes: scan.read_bytes,
+    }))
 }
 
 fn read_tail_block(file: &File, size_bytes: u64) -> io::Result<Vec<u8>> {
@@ -432,6 +655,9 @@ pub(crate) async fn roll(log: &PartitionLog, writer: &mut SegmentWriter) -> io::
                 first_append_ms: None,
             },
         );
+        // The new segment's file and directory entry are synced; it holds nothing yet.
+        let new_segment = state.segments.get(&new_base).expect("just inserted");
+        *state.durable_point = Some(DurablePoint::of_segment(new_segment));
     });
     Ok(())
 }
@@ -470,6 +696,11 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         None if segment_base != active_base => (size_bytes, offset),
         None => return Ok(log.with_state(|state| *state.next_offset)),
     };
+    // The recovery checkpoint may cover bytes about to go: it goes first (made durable by the
+    // directory sync below, before any append; open also checks a checkpoint against the file).
+    checkpoint::remove(log)
+        .await
+        .map_err(io_error("removing the recovery checkpoint"))?;
     // Producer snapshots past the cut describe batches about to go (the directory sync below
     // makes their removal durable; open removes any that come back).
     let stale_snapshots = producer_state::list_snapshots(&dir)
@@ -559,6 +790,8 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
         segment.max_timestamp = Some(scan.index.max_timestamp());
         segment.index = Some(Rc::new(scan.index));
         segment.first_append_ms = None;
+        // The cut segment was synced whole just above.
+        *state.durable_point = Some(DurablePoint::of_segment(segment));
         *state.next_offset = new_end;
         *state.durable_end = new_end;
         state.cache.truncate(new_end);
@@ -568,9 +801,9 @@ pub(crate) async fn truncate_tail(log: &PartitionLog, offset: i64) -> Result<i64
     });
     // No appends are queued: the producer state is what the remaining batches say.
     let limits = log.config().producer_limits();
-    let producers = log
+    let (producers, _) = log
         .with_state(|state| {
-            producer_state::rebuild(&dir, state.segments, new_end, limits, wall_clock_ms())
+            producer_state::rebuild(&dir, state.segments, new_end, limits, wall_clock_ms(), None)
         })
         .map_err(io_error("rebuilding producer state"))?;
     log.with_state(|state| *state.producers = producers);

@@ -1,7 +1,7 @@
 //! The per-shard retention task: every interval it walks the shard's logs and deletes expired or
 //! excess sealed segments, a bounded number per log per pass, so a pass never monopolises the
 //! shard. The same set of logs feeds the shard's cleaner task (`compact.rs`). Runs on the shard
-//! that owns the logs.
+//! that owns the logs. The set also drives the shard's recovery checkpoints.
 
 use crate::log::PartitionLog;
 use std::cell::RefCell;
@@ -59,6 +59,40 @@ impl RetentionSet {
             Rc::downgrade(&self.logs),
             config,
         ))
+        .detach();
+    }
+
+    /// Writes a recovery checkpoint of every log whose synced data grew since its last one
+    /// ([`PartitionLog::checkpoint`]). Returns how many were written; failures are logged (the
+    /// failing log is poisoned) and the pass goes on.
+    pub async fn checkpoint_once(&self) -> usize {
+        let logs: Vec<PartitionLog> = self.logs.borrow().clone();
+        let mut written = 0;
+        for log in logs {
+            match log.checkpoint().await {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(dir = %log.dir().display(), %error, "recovery checkpoint failed")
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+        written
+    }
+
+    /// Spawns this shard's recovery checkpoint task (Kafka's
+    /// `log.flush.offset.checkpoint.interval.ms`): a pass every `interval` until the set is
+    /// dropped.
+    pub fn spawn_checkpointer(&self, interval: Duration) {
+        let weak: Weak<RefCell<Vec<PartitionLog>>> = Rc::downgrade(&self.logs);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(interval).await;
+                let Some(logs) = weak.upgrade() else { return };
+                RetentionSet { logs }.checkpoint_once().await;
+            }
+        })
         .detach();
     }
 

@@ -101,6 +101,31 @@ pub struct ScanResult {
     pub stopped_at_zeros: bool,
     /// Some batch started above where the previous one ended (only with [`OffsetGaps::Allow`]).
     pub offset_gaps: bool,
+    /// Bytes read from the file.
+    pub read_bytes: u64,
+}
+
+/// Where a scan starts: a batch boundary, the offset the batch there must have, and the index
+/// of everything before it (a recovery checkpoint's trusted prefix, or nothing).
+#[derive(Debug)]
+pub struct ScanStart {
+    /// File position of the first batch to read.
+    pub position: u64,
+    /// Base offset the batch at `position` must have.
+    pub next_offset: i64,
+    /// Indexes of the batches before `position`; the scan appends to it.
+    pub index: SegmentIndex,
+}
+
+impl ScanStart {
+    /// The start of a segment with base offset `base_offset`.
+    pub fn segment_start(base_offset: i64) -> Self {
+        Self {
+            position: 0,
+            next_offset: base_offset,
+            index: SegmentIndex::new(),
+        }
+    }
 }
 
 /// Whether a scan accepts a batch that starts above where the previous one ended.
@@ -124,14 +149,41 @@ pub fn scan_segment(
     index_interval_bytes: u64,
     gaps: OffsetGaps,
 ) -> io::Result<ScanResult> {
+    let start = ScanStart::segment_start(base_offset);
+    scan_segment_from(
+        file,
+        base_offset,
+        start,
+        file_bytes,
+        index_interval_bytes,
+        gaps,
+    )
+}
+
+/// [`scan_segment`] from `start` instead of the segment's first byte: the bytes before
+/// `start.position` are neither read nor checked.
+pub fn scan_segment_from(
+    file: &File,
+    base_offset: i64,
+    start: ScanStart,
+    file_bytes: u64,
+    index_interval_bytes: u64,
+    gaps: OffsetGaps,
+) -> io::Result<ScanResult> {
+    // Reads start small (a checkpointed open scans a short tail, then preallocated zeros) and
+    // double up to the largest chunk.
+    const FIRST_CHUNK_BYTES: usize = 64 << 10;
     const CHUNK_BYTES: usize = 1 << 20;
-    let mut index = SegmentIndex::new();
+    assert!(start.position <= file_bytes && start.next_offset >= base_offset);
+    let mut chunk_bytes_now = FIRST_CHUNK_BYTES;
+    let mut index = start.index;
     let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
-    let mut buffer_position = 0u64; // file position of buffer[0]
+    let mut buffer_position = start.position; // file position of buffer[0]
     let mut cursor = 0usize; // index into buffer of the next batch
-    let mut expected_offset = base_offset;
+    let mut expected_offset = start.next_offset;
     let mut stopped_at_zeros = false;
     let mut offset_gaps = false;
+    let mut read_bytes = 0u64;
     let stopped_by = loop {
         let position = buffer_position + cursor as u64;
         let available = &buffer[cursor..];
@@ -167,7 +219,8 @@ pub fn scan_segment(
                 if position >= file_bytes {
                     break None;
                 }
-                let wanted = batch_total_len_hint(available).max(CHUNK_BYTES);
+                let wanted = batch_total_len_hint(available).max(chunk_bytes_now);
+                chunk_bytes_now = (chunk_bytes_now * 2).min(CHUNK_BYTES);
                 buffer.drain(..cursor);
                 buffer_position += cursor as u64;
                 cursor = 0;
@@ -175,10 +228,11 @@ pub fn scan_segment(
                 if file_left == 0 {
                     break Some(format!("torn batch at position {position}"));
                 }
-                let read_bytes = (wanted as u64).min(file_left) as usize;
-                let start = buffer.len();
-                buffer.resize(start + read_bytes, 0);
-                file.read_exact_at(&mut buffer[start..], buffer_position + start as u64)?;
+                let chunk_bytes = (wanted as u64).min(file_left) as usize;
+                let filled = buffer.len();
+                buffer.resize(filled + chunk_bytes, 0);
+                file.read_exact_at(&mut buffer[filled..], buffer_position + filled as u64)?;
+                read_bytes += chunk_bytes as u64;
             }
             Err(error) => {
                 stopped_at_zeros = error == batch::BatchError::InvalidLength(0);
@@ -193,6 +247,7 @@ pub fn scan_segment(
         stopped_by,
         stopped_at_zeros,
         offset_gaps,
+        read_bytes,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Crash under load: a child process appends from several tasks with every commit synced and
-//! prints each acknowledged batch; the parent kills it with SIGKILL at a random moment, recovers
-//! the log in-process and runs the standard check, then restarts the child on the same directory.
+//! prints each acknowledged batch, while another task writes recovery checkpoints every few ms;
+//! the parent kills it with SIGKILL at a random moment, recovers the log in-process and runs the
+//! standard check, then restarts the child on the same directory.
 //!
 //! The child is this test binary run again with `--exact child_appender --ignored`: the ignored
 //! test `child_appender` does nothing unless `RUNNEL_CRASH_DIR` is set. It prints two kinds of
@@ -13,7 +14,7 @@ mod common;
 
 use bytes::BytesMut;
 use common::*;
-use runnel_engine::{FlushPolicy, LogConfig, PartitionLog};
+use runnel_engine::{FlushPolicy, LogConfig, PartitionLog, RecoveryMode};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -42,6 +43,8 @@ const CHILD_RUN_TIME_MAX: Duration = Duration::from_secs(30);
 const CHILD_BATCHES_PER_TASK_MAX: u64 = 1 << 20;
 /// Small segments, so rolls happen during the run (and crashes land around them).
 const SEGMENT_BYTES: u64 = 256 * 1024;
+/// How often the child writes a recovery checkpoint (so kills land around those too).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(7);
 
 fn crash_config() -> LogConfig {
     LogConfig {
@@ -98,6 +101,14 @@ async fn child_loop(dir: PathBuf, cycle: u64) {
         .expect("child: open the log");
     print_line(&format!("start {}\n", log.log_end_offset()));
     let deadline = Instant::now() + CHILD_RUN_TIME_MAX;
+    let checkpointer = log.clone();
+    glommio::spawn_local(async move {
+        while Instant::now() < deadline {
+            glommio::timer::sleep(CHECKPOINT_INTERVAL).await;
+            checkpointer.checkpoint().await.expect("child: checkpoint");
+        }
+    })
+    .detach();
     let tasks: Vec<_> = (0..CHILD_TASKS)
         .map(|task| {
             let log = log.clone();
@@ -148,6 +159,7 @@ fn kill9_under_load_recovers_every_acknowledged_batch() {
     let mut recovered_end = 0i64;
     let mut cycles = 0u64;
     let mut recover_ms_max = 0u128;
+    let mut checkpoint_recoveries = 0u64;
     while cycles < KILL_CYCLES && started.elapsed() < TEST_TIME_MAX {
         let kill_after_ms =
             KILL_AFTER_MS_MIN + rng.below(KILL_AFTER_MS_MAX - KILL_AFTER_MS_MIN + 1);
@@ -172,7 +184,9 @@ fn kill9_under_load_recovers_every_acknowledged_batch() {
         // Alternate: a clean close (the next child trusts the indexes) or a drop (it scans).
         let close_cleanly = cycles.is_multiple_of(2);
         let recover_started = Instant::now();
-        recovered_end = run(recover_and_check(&log_dir, &acked, close_cleanly));
+        let mode;
+        (recovered_end, mode) = run(recover_and_check(&log_dir, &acked, close_cleanly));
+        checkpoint_recoveries += u64::from(mode == RecoveryMode::Checkpoint);
         recover_ms_max = recover_ms_max.max(recover_started.elapsed().as_millis());
         eprintln!(
             "cycle {cycles}: killed after {kill_after_ms} ms, {} acks (total {}), recovered end {recovered_end}",
@@ -192,9 +206,14 @@ fn kill9_under_load_recovers_every_acknowledged_batch() {
     );
     let segments = segment_logs(&log_dir).len();
     assert!(segments > 1, "the run must have rolled segments");
+    assert!(
+        checkpoint_recoveries > 0,
+        "no recovery used a checkpoint in {cycles} cycles"
+    );
     eprintln!(
-        "{cycles} kill cycles, {} acknowledged batches, log end {recovered_end}, {segments} \
-         segments, slowest recovery+check {recover_ms_max} ms, {:?} total",
+        "{cycles} kill cycles ({checkpoint_recoveries} recovered from a checkpoint), {} \
+         acknowledged batches, log end {recovered_end}, {segments} segments, slowest \
+         recovery+check {recover_ms_max} ms, {:?} total",
         acked.len(),
         started.elapsed()
     );
@@ -299,8 +318,13 @@ fn parse_ack(fields: &str) -> Ack {
 /// Opens the log after the crash and runs the standard check: offsets contiguous from 0, every
 /// stored batch exactly one the child built (valid CRC, right shape) and stored once, every
 /// acknowledged batch at its acknowledged offset, nothing acknowledged missing. Returns the
-/// recovered end, after closing the log cleanly or dropping it as if crashed again.
-async fn recover_and_check(log_dir: &Path, acked: &BTreeMap<i64, Ack>, close_cleanly: bool) -> i64 {
+/// recovered end and how the newest segment was recovered, after closing the log cleanly or
+/// dropping it as if crashed again.
+async fn recover_and_check(
+    log_dir: &Path,
+    acked: &BTreeMap<i64, Ack>,
+    close_cleanly: bool,
+) -> (i64, RecoveryMode) {
     let log = PartitionLog::open(log_dir, crash_config(), context())
         .await
         .expect("recover after SIGKILL");
@@ -329,12 +353,13 @@ async fn recover_and_check(log_dir: &Path, acked: &BTreeMap<i64, Ack>, close_cle
             "end {end} below acknowledged {last_acked}"
         );
     }
+    let mode = log.recovery_stats().mode;
     if close_cleanly {
         log.close().await.expect("clean close after recovery");
     } else {
         drop(log);
     }
-    end
+    (end, mode)
 }
 
 /// Reads the whole log (every CRC checked by `split_batches`) and checks each batch is exactly

@@ -1,6 +1,7 @@
 //! Model-based test of the partition log: seeded random sequences of appends, reads, config
-//! changes (rolls), clean and crash restarts, truncation, DeleteRecords, retention and timestamp
-//! lookups, applied both to the log and to a plain in-memory model, compared after every step.
+//! changes (rolls), recovery checkpoints, clean and crash restarts, truncation, DeleteRecords,
+//! retention and timestamp lookups, applied both to the log and to a plain in-memory model,
+//! compared after every step.
 //!
 //! The model knows batches (offsets, timestamp, exact stored bytes), segments (base offset and
 //! size: a batch rolls a new segment when it would take a non-empty active segment past
@@ -12,7 +13,7 @@ mod common;
 
 use common::*;
 use runnel_engine::fault::FaultyStorage;
-use runnel_engine::{FlushPolicy, LogConfig, LogContext, LogError, PartitionLog};
+use runnel_engine::{FlushPolicy, LogConfig, LogContext, LogError, PartitionLog, RecoveryMode};
 use std::path::PathBuf;
 
 const SEEDS: u64 = 30;
@@ -37,18 +38,30 @@ fn run_seeds(flush: FlushPolicy) {
         Err(_) => (0..SEEDS).collect(),
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let checkpoint_recoveries = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..WORKER_THREADS {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&seed) = seeds.get(index) else { break };
-                run_seed(seed, flush);
+                let recoveries = run_seed(seed, flush);
+                checkpoint_recoveries.fetch_add(recoveries, std::sync::atomic::Ordering::Relaxed);
             });
         }
     });
+    // The crash restarts must have exercised recovery from a checkpoint, not only full scans.
+    let checkpoint_recoveries = checkpoint_recoveries.into_inner();
+    eprintln!("{flush:?}: {checkpoint_recoveries} crash restarts recovered from a checkpoint");
+    if flush == FlushPolicy::EveryCommit && seeds.len() > 1 {
+        assert!(
+            checkpoint_recoveries > 0,
+            "no crash restart used a checkpoint"
+        );
+    }
 }
 
-fn run_seed(seed: u64, flush: FlushPolicy) {
+/// Returns how many crash restarts recovered from a checkpoint.
+fn run_seed(seed: u64, flush: FlushPolicy) -> usize {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("topic-0");
     run(async move {
@@ -59,7 +72,8 @@ fn run_seed(seed: u64, flush: FlushPolicy) {
             harness.check_against_model();
         }
         harness.log().close().await.expect("final close");
-    });
+        harness.checkpoint_recoveries
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,6 +298,7 @@ struct Harness {
     rng: TestRng,
     clock_ms: i64,
     next_tag: u64,
+    checkpoint_recoveries: usize,
 }
 
 impl Harness {
@@ -315,6 +330,7 @@ impl Harness {
             rng,
             clock_ms: 1_000_000,
             next_tag: 0,
+            checkpoint_recoveries: 0,
         }
     }
 
@@ -334,7 +350,8 @@ impl Harness {
         let crash_allowed = self.flush == FlushPolicy::EveryCommit;
         match self.rng.below(100) {
             0..=49 => self.append().await,
-            50..=61 => self.read(),
+            50..=58 => self.read(),
+            59..=61 => self.checkpoint().await,
             62..=65 => self.reconfigure(),
             66..=68 => self.clean_restart().await,
             69..=71 if crash_allowed => self.crash_restart().await,
@@ -508,6 +525,14 @@ impl Harness {
             .unwrap_or_else(|error| panic!("{}: set_config failed: {error}", self.at()));
     }
 
+    /// A recovery checkpoint: changes nothing visible, but the next crash restart trusts it.
+    async fn checkpoint(&mut self) {
+        self.last_op = "checkpoint".into();
+        if let Err(error) = self.log().checkpoint().await {
+            panic!("{}: checkpoint failed: {error}", self.at());
+        }
+    }
+
     async fn clean_restart(&mut self) {
         self.last_op = "clean restart".into();
         let log = self.log.take().expect("log is open");
@@ -527,7 +552,19 @@ impl Harness {
         let config = log.config();
         drop(log);
         self.storage.power_loss().expect("power loss");
-        self.log = Some(open_log(&self.path, &config, &self.context).await);
+        let log = open_log(&self.path, &config, &self.context).await;
+        let stats = log.recovery_stats();
+        if stats.mode == RecoveryMode::Checkpoint {
+            self.checkpoint_recoveries += 1;
+            let active_bytes = self.model.segments.last().expect("a segment").size_bytes;
+            assert!(
+                stats.trusted_bytes <= active_bytes,
+                "{}: trusted {} bytes of a {active_bytes} byte segment",
+                self.at(),
+                stats.trusted_bytes
+            );
+        }
+        self.log = Some(log);
     }
 
     async fn truncate(&mut self) {

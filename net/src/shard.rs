@@ -58,6 +58,9 @@ pub struct BrokerConfig {
     pub cleaner: runnel_engine::CleanerConfig,
     /// Consumer-group coordinator settings (limits, offset retention).
     pub groups: crate::group_service::GroupConfig,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often each shard writes its logs'
+    /// recovery checkpoints.
+    pub recovery_checkpoint_interval_ms: u64,
 }
 
 /// A topic-partition.
@@ -300,6 +303,9 @@ impl Shard {
         shard.apply_metadata(snapshot).await?;
         shard.retention.spawn(Duration::from_secs(30), 4);
         shard.retention.spawn_cleaner(shard.config.cleaner.clone());
+        let checkpoint_interval =
+            Duration::from_millis(shard.config.recovery_checkpoint_interval_ms.max(1));
+        shard.retention.spawn_checkpointer(checkpoint_interval);
         Ok(shard)
     }
 
