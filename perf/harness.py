@@ -46,6 +46,22 @@ def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def disk_note(path):
+    """The block device under `path` and its readahead (it changes how mmap'd index files and
+    cold reads behave, e.g. Kafka's sparse index files fault in read_ahead_kb at a time)."""
+    try:
+        device = os.stat(path).st_dev
+        sysfs = os.path.realpath(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+        queue = os.path.join(sysfs, "queue")
+        if not os.path.isdir(queue):
+            queue = os.path.join(os.path.dirname(sysfs), "queue")
+        with open(os.path.join(queue, "read_ahead_kb")) as handle:
+            readahead = handle.read().strip()
+        return f"disk {os.path.basename(os.path.dirname(queue))} read_ahead_kb={readahead}"
+    except OSError:
+        return "disk unknown"
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -662,7 +678,7 @@ def main():
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "mode": args.mode,
-        "machine": f"{os.cpu_count()} cores, {os.uname().release}",
+        "machine": f"{os.cpu_count()} cores, {os.uname().release}, {disk_note(args.dir)}",
         "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),
         "command": "perf/run.sh " + " ".join(sys.argv[1:]),

@@ -38,9 +38,12 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "--previous needs a commit" >&2; exit 2; }
             rev=$(git rev-parse --short "$2^{commit}") || { echo "unknown commit $2" >&2; exit 2; }
             tree=target/perf-previous/src
-            git worktree remove --force "$tree" >/dev/null 2>&1 || rm -rf "$tree"
-            git worktree prune
-            git worktree add --detach "$tree" "$rev" >/dev/null
+            # A worktree already at that commit is reused (cargo then has nothing to rebuild).
+            if [ "$(git -C "$tree" rev-parse --short HEAD 2>/dev/null)" != "$rev" ]; then
+                git worktree remove --force "$tree" >/dev/null 2>&1 || rm -rf "$tree"
+                git worktree prune
+                git worktree add --detach "$tree" "$rev" >/dev/null
+            fi
             echo "building runnel at $rev (target/perf-previous)" >&2
             (cd "$tree" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release -q -p runnel-bin --bin runnel)
             args+=(--previous-bin "$PWD/target/perf-previous/target/release/runnel" --previous-label "$rev")
